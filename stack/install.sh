@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Installs every real server and the Python environment the local stack needs,
+# idempotently, into the git-ignored cache folder (default: <repo>/.cache).
+#
+#   .cache/venv/            Python virtualenv with requirements-dev.txt
+#   .cache/debian/          memcached and nginx, unpacked from Debian's packages
+#   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`
+#   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
+#
+# Each part records a stamp of its inputs; a second run that finds every stamp
+# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|ferretdb|kafka]...
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CACHE="${SCALESHOP_CACHE:-$REPO/.cache}"
+mkdir -p "$CACHE/bin" "$CACHE/stamps"
+
+log() { printf '[install] %s\n' "$*" >&2; }
+die() { printf '[install] error: %s\n' "$*" >&2; exit 1; }
+
+# stamp_ok NAME INPUT...: true when the inputs' hash equals the recorded one.
+inputs_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
+stamp_ok() { local name=$1; shift; [[ -f "$CACHE/stamps/$name" && "$(cat "$CACHE/stamps/$name")" == "$(inputs_hash "$@")" ]]; }
+stamp_write() { local name=$1; shift; inputs_hash "$@" >"$CACHE/stamps/$name"; }
+
+apt_updated=0
+apt_update_once() {
+  if [[ $apt_updated == 0 ]]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null || die "apt-get update failed"
+    apt_updated=1
+  fi
+}
+
+install_venv() {
+  local reqs=("$REPO/requirements.txt" "$REPO/requirements-dev.txt")
+  if [[ -x "$CACHE/venv/bin/python" ]] && stamp_ok venv "${reqs[@]}"; then return; fi
+  log "creating Python virtualenv in $CACHE/venv"
+  command -v python3 >/dev/null || die "python3 (3.11 or newer) is needed"
+  python3 -m venv "$CACHE/venv"
+  "$CACHE/venv/bin/pip" install --quiet --upgrade pip >/dev/null
+  "$CACHE/venv/bin/pip" install --quiet -r "$REPO/requirements-dev.txt"
+  stamp_write venv "${reqs[@]}"
+}
+
+# Debian's memcached and nginx, unpacked (not installed: no service is started
+# and nothing is written outside the cache folder).
+DEBIAN_PACKAGES=(memcached nginx)
+DEBIAN_RUNTIME_LIBS=(libevent-2.1-7 libsasl2-2 libpcre2-8-0 libssl3 zlib1g libcrypt1)
+install_debian() {
+  local root="$CACHE/debian"
+  local bins=("$root/usr/bin/memcached" "$root/usr/sbin/nginx")
+  if [[ -x ${bins[0]} && -x ${bins[1]} ]] && stamp_ok debian "$0"; then return; fi
+  command -v apt-get >/dev/null || die "apt-get is needed to fetch ${DEBIAN_PACKAGES[*]}"
+  local debs="$CACHE/debian-debs"
+  rm -rf "$debs" "$root"; mkdir -p "$debs" "$root"
+  log "fetching ${DEBIAN_PACKAGES[*]} from Debian"
+  if ! (cd "$debs" && apt-get download -qq "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1); then
+    apt_update_once
+    (cd "$debs" && apt-get download -qq "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1) \
+      || die "apt-get download ${DEBIAN_PACKAGES[*]} failed"
+  fi
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+  rm -rf "$debs"
+  if ldd "${bins[@]}" | grep -q 'not found'; then
+    log "installing the shared libraries memcached and nginx link against"
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends "${DEBIAN_RUNTIME_LIBS[@]}" >/dev/null \
+      || die "could not install ${DEBIAN_RUNTIME_LIBS[*]}"
+    if ldd "${bins[@]}" | grep 'not found'; then die "libraries still missing (above)"; fi
+  fi
+  stamp_write debian "$0"
+}
+
+install_ferretdb() {
+  local src="$REPO/stack/ferretdb"
+  if [[ -x "$CACHE/bin/ferretdb" ]] && stamp_ok ferretdb "$src/go.mod" "$src/go.sum" "$src/main.go"; then return; fi
+  command -v go >/dev/null || die "Go (1.22 or newer) is needed to build FerretDB"
+  log "building FerretDB ($(grep -o 'FerretDB/FerretDB v[0-9.]*' "$src/go.mod" | cut -d' ' -f2)) with go install"
+  (cd "$src" && GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install .) || die "go install of FerretDB failed"
+  stamp_write ferretdb "$src/go.mod" "$src/go.sum" "$src/main.go"
+}
+
+ensure_java() {
+  if command -v java >/dev/null; then return; fi
+  log "installing a Java runtime for Kafka"
+  apt_update_once
+  apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null || die "could not install Java"
+}
+
+install_kafka() {
+  local pom="$REPO/stack/kafka/pom.xml"
+  ensure_java
+  if compgen -G "$CACHE/kafka/libs/kafka_2.13-*.jar" >/dev/null && stamp_ok kafka "$pom"; then return; fi
+  command -v mvn >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends maven >/dev/null; }
+  log "fetching Apache Kafka jars with Maven"
+  rm -rf "$CACHE/kafka/libs"
+  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs" \
+    || die "Maven could not fetch the Kafka jars"
+  stamp_write kafka "$pom"
+}
+
+parts=("$@")
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian ferretdb kafka)
+start=$(date +%s)
+for part in "${parts[@]}"; do
+  case "$part" in
+    venv) install_venv ;;
+    debian) install_debian ;;
+    ferretdb) if command -v mongod >/dev/null; then log "mongod found on PATH: FerretDB not needed"; else install_ferretdb; fi ;;
+    kafka) install_kafka ;;
+    *) die "unknown part '$part' (venv, debian, ferretdb, kafka)" ;;
+  esac
+done
+log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"
