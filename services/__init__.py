@@ -1,0 +1,1 @@
+"""Scaleshop's Python services: the shared package and one package per service."""

@@ -1,0 +1,171 @@
+"""The base of every service's Flask app: dependencies, request ids, metrics, errors, probes.
+
+`create_service_app(name, settings)` returns a Flask app that already has /healthz,
+/readyz, /metrics and /openapi.json, answers every error as JSON, stamps each response
+with X-Request-ID, X-Served-By and X-DB-Round-Trips, logs each request as a JSON line
+and records it in Prometheus. A service adds its blueprints and, if it needs them,
+index set-up; its views reach the shared clients through `resources()`.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from pymongo import MongoClient
+from pymongo.database import Database
+
+from . import db as dbmod
+from .api import openapi_document
+from .cache import Cache
+from .config import Settings
+from .errors import register_error_handlers
+from .events import check_kafka
+from .logs import configure_logging
+from .metrics import HTTP_LATENCY, HTTP_REQUESTS, render_metrics
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "1.0.0"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+@dataclass
+class Resources:
+    """A replica's connection pools and configuration (never user data)."""
+
+    service: str
+    settings: Settings
+    mongo: MongoClient
+    cache: Cache
+    indexes: dbmod.IndexSetup | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def db(self) -> Database:
+        if self.indexes is not None:
+            self.indexes.ensure(self.mongo[self.settings.mongodb_database])
+        return self.mongo[self.settings.mongodb_database]
+
+    @property
+    def auth_secret(self) -> str:
+        return self.settings.auth_secret.get_secret_value()
+
+
+def resources() -> Resources:
+    return current_app.extensions["scaleshop"]
+
+
+def create_service_app(
+    service: str,
+    settings: Settings,
+    *,
+    create_indexes: Callable[[Database], None] | None = None,
+) -> Flask:
+    configure_logging(service, settings.replica_id, settings.log_level)
+    app = Flask(service)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False
+    app.json.ensure_ascii = False
+    app.url_map.strict_slashes = False
+
+    res = Resources(service, settings, dbmod.connect(settings, service), Cache(settings))
+    if create_indexes is not None:
+        res.indexes = dbmod.IndexSetup(create_indexes)
+        if not res.indexes.try_ensure(res.mongo[settings.mongodb_database]):
+            log.warning("database not reachable at start; indexes will be created on first use")
+    app.extensions["scaleshop"] = res
+
+    register_error_handlers(app)
+    _install_request_hooks(app, service, settings.replica_id)
+    app.register_blueprint(_probes_blueprint(service))
+    return app
+
+
+def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
+    access_log = logging.getLogger(f"{service}.access")
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        response.headers["X-Served-By"] = replica_id
+        response.headers["X-DB-Round-Trips"] = str(g.get("db_round_trips", 0))
+        HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+        if route not in ("/healthz", "/readyz", "/metrics"):
+            access_log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 2),
+                },
+            )
+        return response
+
+
+def _probes_blueprint(service: str) -> Blueprint:
+    probes = Blueprint("probes", __name__)
+
+    @probes.get("/healthz")
+    def healthz():
+        """Liveness: the process can serve. No dependency is checked."""
+        return jsonify({"status": "ok", "service": service})
+
+    @probes.get("/readyz")
+    def readyz():
+        """Readiness: 200 while MongoDB answers; a down cache or broker only degrades."""
+        res = resources()
+        deps = {
+            "mongodb": _probe(lambda: dbmod.ping(res.mongo, res.settings.mongodb_timeout_ms)),
+            "memcached": _probe(res.cache.check),
+            "kafka": _probe(lambda: check_kafka(res.settings)),
+        }
+        if deps["mongodb"]["state"] != "up":
+            status, code = "unready", 503
+        elif any(d["state"] != "up" for d in deps.values()):
+            status, code = "degraded", 200
+        else:
+            status, code = "ready", 200
+        return jsonify({"status": status, "service": service, "dependencies": deps}), code
+
+    @probes.get("/metrics")
+    def metrics():
+        body, content_type = render_metrics()
+        return Response(body, content_type=content_type)
+
+    @probes.get("/openapi.json")
+    def openapi():
+        return jsonify(openapi_document(current_app, f"Scaleshop {service} service", API_VERSION))
+
+    return probes
+
+
+def _probe(check: Callable[[], None]) -> dict:
+    started = time.perf_counter()
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+        return {"state": "down", "error": type(exc).__name__}
+    return {"state": "up", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+
+def require_principal():
+    """The authenticated caller of this request (verified token, not revoked), or 401."""
+    from .auth import authenticate
+
+    res = resources()
+    return authenticate(res.auth_secret, res.db, res.cache)

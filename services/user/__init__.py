@@ -1,0 +1,1 @@
+"""The user service: accounts, sessions (signed tokens) and public profiles."""

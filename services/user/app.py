@@ -1,0 +1,18 @@
+"""Application factory of the user service."""
+from __future__ import annotations
+
+from flask import Flask
+
+from services.shared.app import create_service_app
+from services.shared.config import Settings, load_settings
+
+from .accounts import create_indexes
+from .sessions import sessions_bp
+from .users import users_bp
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    app = create_service_app("user", settings or load_settings(), create_indexes=create_indexes)
+    app.register_blueprint(users_bp)
+    app.register_blueprint(sessions_bp)
+    return app

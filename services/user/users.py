@@ -1,0 +1,60 @@
+"""HTTP layer for /v1/users: sign-up, the caller's own account, public profiles."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from services.shared.api import operation
+from services.shared.app import require_principal, resources
+from services.shared.errors import Conflict, NotFound
+
+from . import accounts
+from .models import NewUser, ProfileBatch, ProfileBatchQuery, ProfileUpdate, PublicProfile, User
+
+users_bp = Blueprint("users", __name__)
+
+
+@users_bp.post("/v1/users")
+@operation("Create an account", tag="users", body=NewUser, responses={201: User, 409: "Email already registered"})
+def create_user(body: NewUser):
+    try:
+        doc = accounts.register(resources().db, accounts.password_hasher, body.email, body.password, body.display_name)
+    except accounts.EmailTaken:
+        raise Conflict("an account with this email already exists") from None
+    return accounts.own_view(doc), 201
+
+
+@users_bp.get("/v1/users/me")
+@operation("The signed-in user's account", tag="users", auth=True, responses={200: User})
+def get_me():
+    principal = require_principal()
+    doc = accounts.find_user(resources().db, principal.user_id)
+    if doc is None:
+        raise NotFound("the account no longer exists")
+    return accounts.own_view(doc)
+
+
+@users_bp.patch("/v1/users/me")
+@operation("Change the signed-in user's profile", tag="users", auth=True, body=ProfileUpdate, responses={200: User})
+def patch_me(body: ProfileUpdate):
+    principal = require_principal()
+    doc = accounts.update_profile(resources().db, principal.user_id, body.model_dump(exclude_unset=True))
+    if doc is None:
+        raise NotFound("the account no longer exists")
+    return accounts.own_view(doc)
+
+
+@users_bp.get("/v1/users/<user_id>")
+@operation("A user's public profile", tag="users", responses={200: PublicProfile})
+def get_profile(user_id: str):
+    doc = accounts.find_user(resources().db, user_id)
+    if doc is None:
+        raise NotFound("no user with this id")
+    return accounts.public_view(doc)
+
+
+@users_bp.get("/v1/users")
+@operation("Public profiles of up to 100 users (the batch read other services join on)",
+           tag="users", query=ProfileBatchQuery, responses={200: ProfileBatch})
+def list_profiles(query: ProfileBatchQuery):
+    found, missing = accounts.find_profiles(resources().db, query.id_list())
+    return {"items": [accounts.public_view(doc) for doc in found], "missing": missing}
