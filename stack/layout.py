@@ -1,0 +1,87 @@
+"""Where the local stack keeps its files and which loopback ports it uses."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICES = ("user", "catalog", "worker")
+HTTP_SERVICES = ("user", "catalog")
+DEFAULT_REPLICAS = {"user": 2, "catalog": 2, "worker": 2}
+MAX_REPLICAS = 50
+
+# Settings the stack passes through from the caller's environment to every replica.
+PASSTHROUGH_SETTINGS = (
+    "CACHE_TTL_SECONDS", "CACHE_PATTERNS", "LOG_LEVEL", "TOKEN_TTL_SECONDS", "MAX_BODY_BYTES",
+    "MONGODB_TIMEOUT_MS", "MEMCACHED_TIMEOUT_MS",
+    "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE",
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Folders and ports of one stack. `port_offset` shifts every port (tests use their own)."""
+
+    run_dir: Path
+    cache_dir: Path
+    port_offset: int = 0
+
+    @classmethod
+    def from_env(cls) -> "Layout":
+        return cls(
+            run_dir=Path(os.environ.get("SCALESHOP_RUN_DIR", REPO / ".stack")).resolve(),
+            cache_dir=Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve(),
+            port_offset=int(os.environ.get("SCALESHOP_PORT_OFFSET", "0")),
+        )
+
+    # ports
+    @property
+    def gateway_port(self) -> int:
+        return 8080 + self.port_offset
+
+    @property
+    def db_port(self) -> int:
+        return 27017 + self.port_offset
+
+    @property
+    def memcached_port(self) -> int:
+        return 11211 + self.port_offset
+
+    @property
+    def kafka_port(self) -> int:
+        return 9092 + self.port_offset
+
+    @property
+    def kafka_controller_port(self) -> int:
+        return 9093 + self.port_offset
+
+    def replica_port(self, service: str, index: int) -> int:
+        base = {"user": 8100, "catalog": 8200, "worker": 8300}[service]
+        return base + index + self.port_offset
+
+    # folders and files
+    @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.run_dir / "logs"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+    @property
+    def python(self) -> str:
+        venv_python = self.cache_dir / "venv" / "bin" / "python"
+        return str(venv_python) if venv_python.exists() else sys.executable
+
+    def log_file(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
