@@ -25,7 +25,7 @@ class CpuLimit:
         if self.cpus is None:
             return "none"
         if self.applied:
-            return f"{self.cpus:g} CPU (applied)"
+            return f"{self.cpus:g} CPU (applied, {self.reason})"
         return f"{self.cpus:g} CPU (NOT applied: {self.reason})"
 
     def to_json(self) -> dict:

@@ -97,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("-f", "--follow", action="store_true")
     args = parser.parse_args(argv)
 
-    stack = Stack(log=lambda msg: print(f"[stack] {msg}", flush=True))
     try:
+        stack = Stack(log=lambda msg: print(f"[stack] {msg}", flush=True))
         if args.command == "up":
             if args.cpu_limit is not None and not 0.01 <= args.cpu_limit <= 64:
                 raise StackError("--cpu-limit must be between 0.01 and 64")

@@ -47,6 +47,10 @@ class Replica:
 class Stack:
     def __init__(self, layout: Layout | None = None, log=print):
         self.layout = layout or Layout.from_env()
+        try:
+            self.layout.check()
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         self.log = log
         self.infra: dict[str, dict] = {}
         self.replicas: dict[str, Replica] = {}
@@ -175,11 +179,22 @@ class Stack:
 
     # ---- commands ------------------------------------------------------------------------
 
-    def up(self, replicas: dict[str, int] | None = None, cpu_limit: float | None = None) -> None:
-        """Start whatever is not running; keep what is. Data from an earlier run is kept."""
+    def up(
+        self,
+        replicas: dict[str, int] | None = None,
+        cpu_limit: float | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """Start whatever is not running; keep what is. Data from an earlier run is kept.
+
+        `settings` (env name -> value) go to every replica; by default those of
+        PASSTHROUGH_SETTINGS found in this process's environment.
+        """
         wanted = dict(DEFAULT_REPLICAS, **(replicas or {}))
         self.cpu_limit = cpu_limit
-        self.env_overrides = {k: os.environ[k] for k in PASSTHROUGH_SETTINGS if k in os.environ}
+        if settings is None:
+            settings = {k: os.environ[k] for k in PASSTHROUGH_SETTINGS if k in os.environ}
+        self.env_overrides = dict(settings)
         self._prune_dead()
         lay = self.layout
         lay.log_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +206,7 @@ class Stack:
                       if not self._infra_alive(name.split()[0])})
 
         if not self._infra_alive("kafka"):
-            self.log("formatting Kafka storage (first run only) and starting the broker")
+            self.log(f"starting Kafka (KRaft) on {lay.kafka_port}")
             servers.kafka_format_storage(lay)
             self._spawn_infra("kafka", servers.kafka_command(lay), lay.kafka_port)
         if not self._infra_alive("database"):

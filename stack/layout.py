@@ -36,6 +36,16 @@ class Layout:
             port_offset=int(os.environ.get("SCALESHOP_PORT_OFFSET", "0")),
         )
 
+    def check(self) -> None:
+        """Raise ValueError unless every port of this layout is a valid TCP port."""
+        lowest = min(8080, 8100) + self.port_offset
+        highest = 27017 + self.port_offset
+        if lowest < 1024 or highest > 65535:
+            raise ValueError(
+                f"SCALESHOP_PORT_OFFSET={self.port_offset} puts ports outside 1024-65535 "
+                f"(they span {lowest}-{highest}); use an offset between {1024 - 8080} and {65535 - 27017}"
+            )
+
     # ports
     @property
     def gateway_port(self) -> int:
