@@ -95,7 +95,7 @@ install_kafka() {
   command -v mvn >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends maven >/dev/null; }
   log "fetching Apache Kafka jars with Maven"
   rm -rf "$CACHE/kafka/libs"
-  mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs" \
+  mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs" >/dev/null \
     || die "Maven could not fetch the Kafka jars"
   stamp_write kafka "$pom"
 }
