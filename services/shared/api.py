@@ -87,14 +87,20 @@ def validation_details(exc: ValidationError) -> list[dict[str, str]]:
     return details
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json_body(model: type[BaseModel]) -> BaseModel:
     if not request.is_json:
         raise UnsupportedMediaType("Content-Type must be application/json")
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedJson("the body is nested too deeply") from None
     try:
         return model.model_validate(payload)
     except ValidationError as exc:

@@ -5,18 +5,32 @@ import unicodedata
 from typing import Annotated
 
 from bson import ObjectId
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
+
+
+# Bidirectional overrides and isolates let one name pose as another ("trojan source").
+_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _normalize(value: object) -> object:
+    """NFC first, so length limits count the characters a person sees."""
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
+
+def _normalize_and_strip(value: object) -> object:
+    return unicodedata.normalize("NFC", value).strip() if isinstance(value, str) else value
 
 
 def _clean_text(value: str) -> str:
-    value = unicodedata.normalize("NFC", value)
     if any(unicodedata.category(ch) in ("Cc", "Cs", "Co") and ch not in "\n\t" for ch in value):
         raise ValueError("must not contain control characters")
+    if any(ch in _BIDI_CONTROLS for ch in value):
+        raise ValueError("must not contain bidirectional control characters")
     return value
 
 
 def _single_line(value: str) -> str:
-    if "\n" in value or "\t" in value:
+    if "\n" in value or "\t" in value or any(unicodedata.category(ch) in ("Zl", "Zp") for ch in value):
         raise ValueError("must be a single line")
     return value
 
@@ -27,19 +41,38 @@ def validate_object_id(value: str) -> str:
     return value.lower()
 
 
+def _length(min_length: int, max_length: int):
+    def check(value: str) -> str:
+        if len(value) < min_length:
+            raise ValueError("must not be empty" if min_length == 1 else f"must be at least {min_length} characters")
+        if len(value) > max_length:
+            raise ValueError(f"must be at most {max_length} characters, got {len(value)}")
+        return value
+
+    return check
+
+
 def short_text(max_length: int, min_length: int = 1):
-    """One line of text, trimmed, Unicode-normalized, without control characters."""
+    """One line of text, trimmed, NFC-normalized (limits count normalized characters), no control characters."""
     return Annotated[
         str,
-        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+        BeforeValidator(_normalize_and_strip),
+        AfterValidator(_length(min_length, max_length)),
         AfterValidator(_clean_text),
         AfterValidator(_single_line),
+        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length}),
     ]
 
 
 def long_text(max_length: int, min_length: int = 0):
-    """Multi-line text, Unicode-normalized, without control characters other than newlines and tabs."""
-    return Annotated[str, StringConstraints(min_length=min_length, max_length=max_length), AfterValidator(_clean_text)]
+    """Multi-line text, NFC-normalized, without control characters other than newlines and tabs."""
+    return Annotated[
+        str,
+        BeforeValidator(_normalize),
+        AfterValidator(_length(min_length, max_length)),
+        AfterValidator(_clean_text),
+        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length}),
+    ]
 
 
 ObjectIdStr = Annotated[str, AfterValidator(validate_object_id)]

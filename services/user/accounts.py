@@ -98,6 +98,8 @@ def find_profiles(db: Database, user_ids: list[str]) -> tuple[list[dict], list[s
 
 
 def update_profile(db: Database, user_id: str, changes: dict) -> dict | None:
+    if not ObjectId.is_valid(user_id):
+        return None
     changes = {key: value for key, value in changes.items() if value is not None}
     changes["updated_at"] = dt.datetime.now(dt.timezone.utc)
     return db[USERS].find_one_and_update(

@@ -27,8 +27,9 @@ class NewSession(RequestBody):
 
 
 class ProfileUpdate(RequestBody):
-    display_name: DisplayName | None = None
-    bio: Bio | None = None
+    # Absent means "keep"; null is not a value (422), so a name can never be blanked.
+    display_name: DisplayName = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
+    bio: Bio = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
 
     @model_validator(mode="after")
     def _something_to_change(self) -> "ProfileUpdate":
