@@ -277,6 +277,35 @@ class Stack:
                 self.log(f"draining {replica.name}")
                 self._stop_replica(replica)
 
+    def stop_server(self, name: str) -> None:
+        """Stop one of the servers (database, memcached, kafka), as a fault to recover from."""
+        proc = self._infra_proc(name)
+        if name not in STOP_TIMEOUT or name == "gateway":
+            raise StackError(f"unknown server '{name}' (database, memcached or kafka)")
+        if proc is not None:
+            self.log(f"stopping {name}")
+            proc.stop(STOP_TIMEOUT[name])
+        self.infra.pop(name, None)
+        self._save()
+
+    def start_server(self, name: str) -> None:
+        """Start a stopped server again on its port, with the data it had."""
+        lay = self.layout
+        if self._infra_alive(name):
+            return
+        commands = {
+            "database": lambda: servers.database_command(lay),
+            "memcached": lambda: servers.memcached_command(lay),
+            "kafka": lambda: servers.kafka_command(lay),
+        }
+        ports = {"database": lay.db_port, "memcached": lay.memcached_port, "kafka": lay.kafka_port}
+        if name not in commands:
+            raise StackError(f"unknown server '{name}' (database, memcached or kafka)")
+        require_free({name: ports[name]})
+        self.log(f"starting {name}")
+        self._spawn_infra(name, commands[name](), ports[name])
+        wait_port(ports[name], 90, self._infra_proc(name), name)
+
     def down(self) -> None:
         """Stop everything this stack started, by pid: gateway, replicas, then the servers."""
         gateway = self._infra_proc("gateway")

@@ -1,5 +1,6 @@
-"""The catalog service: products, categories, reviews, the product page and job submission.
+"""The catalog service: products, categories, reviews and the product page.
 
-For now a placeholder that serves the endpoints every service has; its routes come
-with the catalog issue.
+The product page is assembled by application-side joins and cached whole (cached
+objects); lists and category counts are cached by normalized query (cached queries);
+writes make both stale at once through namespace generations.
 """

@@ -16,6 +16,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.shared.api import iso_time
+from services.shared.cache import Cache, bump_generations, user_generation_key
 
 USERS = "users"
 
@@ -97,11 +98,15 @@ def find_profiles(db: Database, user_ids: list[str]) -> tuple[list[dict], list[s
     return found, [i for i in user_ids if i not in by_id]
 
 
-def update_profile(db: Database, user_id: str, changes: dict) -> dict | None:
+def update_profile(db: Database, cache: Cache, user_id: str, changes: dict) -> dict | None:
+    """Apply the changes, then make every cached page that shows this profile stale."""
     if not ObjectId.is_valid(user_id):
         return None
     changes = {key: value for key, value in changes.items() if value is not None}
     changes["updated_at"] = dt.datetime.now(dt.timezone.utc)
-    return db[USERS].find_one_and_update(
+    doc = db[USERS].find_one_and_update(
         {"_id": ObjectId(user_id)}, {"$set": changes}, return_document=ReturnDocument.AFTER
     )
+    if doc is not None:
+        bump_generations(cache, [user_generation_key(user_id)])
+    return doc

@@ -37,7 +37,8 @@ def get_me():
 @operation("Change the signed-in user's profile", tag="users", auth=True, body=ProfileUpdate, responses={200: User})
 def patch_me(body: ProfileUpdate):
     principal = require_principal()
-    doc = accounts.update_profile(resources().db, principal.user_id, body.model_dump(exclude_unset=True))
+    res = resources()
+    doc = accounts.update_profile(res.db, res.cache, principal.user_id, body.model_dump(exclude_unset=True))
     if doc is None:
         raise NotFound("the account no longer exists")
     return accounts.own_view(doc)

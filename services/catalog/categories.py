@@ -1,0 +1,21 @@
+"""HTTP layer for /v1/categories: every category with its product count (a cached query)."""
+from __future__ import annotations
+
+from flask import Blueprint
+
+from services.shared.api import operation
+from services.shared.app import resources
+
+from . import caching, listing
+from .models import CategoryList
+
+categories_bp = Blueprint("categories", __name__)
+
+
+@categories_bp.get("/v1/categories")
+@operation("Categories with their product counts", tag="categories", responses={200: CategoryList})
+def list_categories():
+    res = resources()
+    result, status = listing.read_categories(res.db, res.cache, res.settings.cache_enabled("queries"))
+    caching.count("catalog", "queries", status)
+    return result, 200, {"X-Cache": status}

@@ -1,0 +1,87 @@
+"""HTTP layer for /v1/products: create, list, the product page, change and delete."""
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from services.shared.api import operation
+from services.shared.app import require_principal, resources
+from services.shared.errors import Forbidden, NotFound
+
+from . import caching, commands, listing, product_page, store
+from .models import NewProduct, Product, ProductList, ProductPage, ProductPatch, ProductQuery
+from .profiles import fetch_profiles
+
+products_bp = Blueprint("products", __name__)
+
+
+def _with_cache_header(body: dict, status: str, code: int = 200):
+    return body, code, {"X-Cache": status}
+
+
+@products_bp.post("/v1/products")
+@operation("Offer a product for sale (the caller is the seller)", tag="products", auth=True, body=NewProduct,
+           responses={201: Product})
+def create_product(body: NewProduct):
+    principal = require_principal()
+    res = resources()
+    doc = commands.create_product(res.db, res.cache, principal.user_id, body.model_dump())
+    return store.product_view(doc), 201
+
+
+@products_bp.get("/v1/products")
+@operation("Find products: filter, sort and page (a cached query)", tag="products", query=ProductQuery,
+           responses={200: ProductList})
+def list_products(query: ProductQuery):
+    res = resources()
+    result, status = listing.read_products(res.db, res.cache, query.model_dump(),
+                                           res.settings.cache_enabled("queries"))
+    caching.count("catalog", "queries", status)
+    return _with_cache_header(result, status)
+
+
+@products_bp.get("/v1/products/<product_id>")
+@operation("The product page: product, category, seller, rating, latest reviews (a cached object)",
+           tag="products", responses={200: ProductPage})
+def get_product_page(product_id: str):
+    res = resources()
+    request_id = g.get("request_id", "")
+    page, status = product_page.read_page(
+        res.db, res.cache,
+        lambda ids: fetch_profiles(res.settings.user_service_url, ids, request_id),
+        product_id.lower(), res.settings.cache_enabled("objects"),
+    )
+    caching.count("catalog", "objects", status)
+    if page is None:
+        raise NotFound("no product with this id")
+    return _with_cache_header(page, status)
+
+
+@products_bp.patch("/v1/products/<product_id>")
+@operation("Change a product (its seller only)", tag="products", auth=True, body=ProductPatch,
+           responses={200: Product, 403: "Only the seller may change the product"})
+def patch_product(product_id: str, body: ProductPatch):
+    principal = require_principal()
+    res = resources()
+    try:
+        doc = commands.change_product(res.db, res.cache, product_id.lower(), principal.user_id,
+                                      body.model_dump(exclude_unset=True))
+    except commands.ProductNotFound:
+        raise NotFound("no product with this id") from None
+    except commands.NotTheSeller:
+        raise Forbidden("only the seller may change this product") from None
+    return store.product_view(doc)
+
+
+@products_bp.delete("/v1/products/<product_id>")
+@operation("Delete a product and its reviews (its seller only)", tag="products", auth=True,
+           responses={204: None, 403: "Only the seller may delete the product"})
+def delete_product(product_id: str):
+    principal = require_principal()
+    res = resources()
+    try:
+        commands.remove_product(res.db, res.cache, product_id.lower(), principal.user_id)
+    except commands.ProductNotFound:
+        raise NotFound("no product with this id") from None
+    except commands.NotTheSeller:
+        raise Forbidden("only the seller may delete this product") from None
+    return "", 204

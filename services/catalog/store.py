@@ -1,0 +1,206 @@
+"""Products, reviews and categories in MongoDB: the catalog's data access, free of HTTP and cache.
+
+Every function takes the database as its first argument. Reads that feed the product page
+are one query per collection (`find_one`, one `find` with `$in` or a limit), never one per
+review; no `$lookup` is used anywhere.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+
+from bson import ObjectId
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from services.shared.api import iso_time
+
+PRODUCTS, REVIEWS, CATEGORIES = "products", "reviews", "categories"
+REVIEWS_ON_PAGE = 10
+
+SORTS = {
+    "newest": [("created_at", DESCENDING), ("_id", DESCENDING)],
+    "price_asc": [("price_cents", ASCENDING), ("_id", ASCENDING)],
+    "price_desc": [("price_cents", DESCENDING), ("_id", ASCENDING)],
+    "rating": [("rating_avg", DESCENDING), ("rating_count", DESCENDING), ("_id", ASCENDING)],
+    "name": [("name_lower", ASCENDING), ("_id", ASCENDING)],
+}
+
+
+class ReviewExists(Exception):
+    """This user has already reviewed this product."""
+
+
+def create_indexes(db: Database) -> None:
+    db[PRODUCTS].create_index([("category", ASCENDING), ("created_at", DESCENDING)], name="category_newest")
+    db[PRODUCTS].create_index([("price_cents", ASCENDING)], name="price")
+    db[PRODUCTS].create_index([("seller_id", ASCENDING)], name="seller")
+    db[REVIEWS].create_index([("product_id", ASCENDING), ("author_id", ASCENDING)], unique=True,
+                             name="one_review_per_author")
+    db[REVIEWS].create_index([("product_id", ASCENDING), ("created_at", DESCENDING)], name="latest_reviews")
+
+
+def _now() -> dt.datetime:
+    now = dt.datetime.now(dt.timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def category_name(slug: str) -> str:
+    return slug.replace("-", " ").title()
+
+
+def rating_view(doc: dict) -> dict:
+    count = doc.get("rating_count", 0)
+    average = round(doc.get("rating_sum", 0) / count, 2) if count else None
+    return {"average": average, "count": count}
+
+
+def product_view(doc: dict) -> dict:
+    return {
+        "id": str(doc["_id"]),
+        "seller_id": doc["seller_id"],
+        "name": doc["name"],
+        "description": doc["description"],
+        "price_cents": doc["price_cents"],
+        "currency": doc["currency"],
+        "category": doc["category"],
+        "tags": doc.get("tags", []),
+        "stock": doc.get("stock", 0),
+        "rating": rating_view(doc),
+        "created_at": iso_time(doc["created_at"]),
+        "updated_at": iso_time(doc["updated_at"]),
+    }
+
+
+def review_view(doc: dict, author: dict | None) -> dict:
+    return {
+        "id": str(doc["_id"]),
+        "product_id": doc["product_id"],
+        "rating": doc["rating"],
+        "text": doc["text"],
+        "created_at": iso_time(doc["created_at"]),
+        "author": author,
+    }
+
+
+def _ensure_category(db: Database, slug: str) -> None:
+    db[CATEGORIES].update_one(
+        {"_id": slug}, {"$setOnInsert": {"name": category_name(slug), "created_at": _now()}}, upsert=True
+    )
+
+
+def create_product(db: Database, seller_id: str, fields: dict) -> dict:
+    _ensure_category(db, fields["category"])
+    now = _now()
+    doc = {
+        "_id": ObjectId(),
+        "seller_id": seller_id,
+        **fields,
+        "name_lower": fields["name"].lower(),
+        "rating_sum": 0,
+        "rating_count": 0,
+        "rating_avg": 0.0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    db[PRODUCTS].insert_one(doc)
+    return doc
+
+
+def find_product(db: Database, product_id: str) -> dict | None:
+    if not ObjectId.is_valid(product_id):
+        return None
+    return db[PRODUCTS].find_one({"_id": ObjectId(product_id)})
+
+
+def update_product(db: Database, product_id: str, changes: dict) -> dict | None:
+    if "category" in changes:
+        _ensure_category(db, changes["category"])
+    if "name" in changes:
+        changes["name_lower"] = changes["name"].lower()
+    changes["updated_at"] = _now()
+    return db[PRODUCTS].find_one_and_update(
+        {"_id": ObjectId(product_id)}, {"$set": changes}, return_document=ReturnDocument.AFTER
+    )
+
+
+def delete_product(db: Database, product_id: str) -> None:
+    """Delete the product first (it disappears at once), then its reviews."""
+    db[PRODUCTS].delete_one({"_id": ObjectId(product_id)})
+    db[REVIEWS].delete_many({"product_id": product_id})
+
+
+def add_review(db: Database, product_id: str, author_id: str, rating: int, text: str) -> dict:
+    """Insert the review, then fold its rating into the product's running totals.
+
+    If the totals cannot be updated the review is removed again, so a failed request
+    leaves no half-done write behind.
+    """
+    doc = {"_id": ObjectId(), "product_id": product_id, "author_id": author_id,
+           "rating": rating, "text": text, "created_at": _now()}
+    try:
+        db[REVIEWS].insert_one(doc)
+    except DuplicateKeyError:
+        raise ReviewExists() from None
+    try:
+        product = db[PRODUCTS].find_one_and_update(
+            {"_id": ObjectId(product_id)},
+            {"$inc": {"rating_sum": rating, "rating_count": 1}, "$set": {"updated_at": _now()}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if product is not None:
+            # Set the average only if no other review landed meanwhile: the last one wins.
+            db[PRODUCTS].update_one(
+                {"_id": product["_id"], "rating_count": product["rating_count"]},
+                {"$set": {"rating_avg": product["rating_sum"] / product["rating_count"]}},
+            )
+    except PyMongoError:
+        db[REVIEWS].delete_one({"_id": doc["_id"]})
+        raise
+    return doc
+
+
+def latest_reviews(db: Database, product_id: str, limit: int = REVIEWS_ON_PAGE) -> list[dict]:
+    return list(db[REVIEWS].find({"product_id": product_id}).sort([("created_at", DESCENDING),
+                                                                      ("_id", DESCENDING)]).limit(limit))
+
+
+def find_category(db: Database, slug: str) -> dict:
+    doc = db[CATEGORIES].find_one({"_id": slug})
+    return {"slug": slug, "name": doc["name"] if doc else category_name(slug)}
+
+
+def list_products(db: Database, query: dict) -> dict:
+    """One page of products for a normalized query (see models.ProductQuery)."""
+    criteria: dict = {}
+    if query.get("category"):
+        criteria["category"] = query["category"]
+    if query.get("q"):
+        criteria["$or"] = [{"name_lower": {"$regex": re.escape(query["q"])}}, {"tags": query["q"]}]
+    price = {}
+    if query.get("min_price") is not None:
+        price["$gte"] = query["min_price"]
+    if query.get("max_price") is not None:
+        price["$lte"] = query["max_price"]
+    if price:
+        criteria["price_cents"] = price
+    page, per_page = query["page"], query["per_page"]
+    total = db[PRODUCTS].count_documents(criteria)
+    docs = db[PRODUCTS].find(criteria).sort(SORTS[query["sort"]]).skip((page - 1) * per_page).limit(per_page)
+    return {
+        "items": [product_view(doc) for doc in docs],
+        "page": page,
+        "per_page": per_page,
+        "total": total,
+        "pages": math.ceil(total / per_page) if total else 0,
+    }
+
+
+def category_counts(db: Database) -> list[dict]:
+    counts = {row["_id"]: row["count"] for row in
+              db[PRODUCTS].aggregate([{"$group": {"_id": "$category", "count": {"$sum": 1}}}])}
+    names = {doc["_id"]: doc["name"] for doc in db[CATEGORIES].find({"_id": {"$in": list(counts)}})}
+    return [{"slug": slug, "name": names.get(slug, category_name(slug)), "product_count": count}
+            for slug, count in sorted(counts.items()) if count > 0]
