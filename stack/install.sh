@@ -6,9 +6,10 @@
 #   .cache/debian/          memcached and nginx, unpacked from Debian's packages
 #   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
+#   .cache/bin/helm         Helm 3, built with `go install` (chart checks of `make test`, kind-up)
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
-# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|ferretdb|kafka]...
+# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|ferretdb|kafka|helm]...
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -100,8 +101,28 @@ install_kafka() {
   stamp_write kafka "$pom"
 }
 
+# Helm 3 from its Go module (no replace directives, so `go install` works). The Kubernetes
+# version helm assumes without --kube-version is set the way helm's own Makefile sets it
+# (from the client-go it is built with); a plain `go install` would leave it at 1.20.
+HELM_VERSION=v3.21.4
+HELM_KUBE_VERSION=1.36
+install_helm() {
+  local want="helm $HELM_VERSION kube $HELM_KUBE_VERSION"
+  if [[ -x "$CACHE/bin/helm" ]] && stamp_ok helm <(echo "$want"); then return; fi
+  command -v go >/dev/null || die "Go (1.22 or newer) is needed to build helm"
+  log "building helm $HELM_VERSION with go install (the first build takes a few minutes)"
+  local major=${HELM_KUBE_VERSION%%.*} minor=${HELM_KUBE_VERSION#*.}
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=$major -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    || die "go install of helm $HELM_VERSION failed"
+  "$CACHE/bin/helm" version --short | grep -q "^$HELM_VERSION" || die "helm reports $("$CACHE/bin/helm" version --short), not $HELM_VERSION"
+  stamp_write helm <(echo "$want")
+}
+
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian ferretdb kafka)
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian ferretdb kafka helm)
 start=$(date +%s)
 for part in "${parts[@]}"; do
   case "$part" in
@@ -109,7 +130,8 @@ for part in "${parts[@]}"; do
     debian) install_debian ;;
     ferretdb) if command -v mongod >/dev/null; then log "mongod found on PATH: FerretDB not needed"; else install_ferretdb; fi ;;
     kafka) install_kafka ;;
-    *) die "unknown part '$part' (venv, debian, ferretdb, kafka)" ;;
+    helm) install_helm ;;
+    *) die "unknown part '$part' (venv, debian, ferretdb, kafka, helm)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"
