@@ -33,3 +33,70 @@ test: install  ## run the test suite (starts its own stack on other ports)
 
 clean: down  ## stop the stack and delete its data
 	rm -rf .stack
+
+# ---- Kubernetes: kind or minikube, with the Helm chart (README "Kubernetes (Helm)") -------
+# Need docker (kind-up), kind or minikube, and kubectl on PATH; helm comes from .cache/bin.
+HELM := .cache/bin/helm
+RELEASE ?= scaleshop
+NAMESPACE ?= scaleshop
+IMAGE_REPO ?= scaleshop
+IMAGE_TAG ?= dev
+KIND_CLUSTER ?= scaleshop
+KIND_NODE_IMAGE ?=
+MINIKUBE_PROFILE ?= scaleshop
+KUBE_CONTEXT ?= kind-$(KIND_CLUSTER)
+LOADGEN_ARGS ?=
+# Left for Kubernetes to expand in the loadgen Job (see charts/scaleshop/values.yaml, loadgen):
+# make kube-load LOADGEN_ARGS='experiment scale --deployment-prefix $(DEPLOYMENT_PREFIX) --out /results/$(LOADGEN_RUN)'
+DEPLOYMENT_PREFIX = $$(DEPLOYMENT_PREFIX)
+LOADGEN_RUN = $$(LOADGEN_RUN)
+KUBECTL = kubectl --context $(KUBE_CONTEXT) -n $(NAMESPACE)
+HELM_INSTALL = $(HELM) upgrade --install $(RELEASE) charts/scaleshop -n $(NAMESPACE) --create-namespace \
+	--set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
+
+.PHONY: helm kind-up minikube-up kube-scale kube-load kind-down
+
+helm:  ## install helm into .cache/bin (go install, pinned)
+	@bash stack/install.sh helm
+
+kind-up: helm  ## kind cluster + image + helm install; gateway on 127.0.0.1:8090
+	@for tool in docker kind kubectl; do command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH"; exit 2; }; done
+	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
+	  || kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
+	docker build -t $(IMAGE_REPO):$(IMAGE_TAG) .
+	kind load docker-image $(IMAGE_REPO):$(IMAGE_TAG) --name $(KIND_CLUSTER)
+	$(HELM_INSTALL) --kube-context kind-$(KIND_CLUSTER) -f k8s/values-kind.yaml
+	$(HELM) test $(RELEASE) --kube-context kind-$(KIND_CLUSTER) -n $(NAMESPACE)
+	@echo "gateway: http://127.0.0.1:8090  (try: curl http://127.0.0.1:8090/healthz)"
+
+minikube-up: helm  ## minikube (2 CPUs, 4 GiB) + image + helm install
+	@for tool in minikube kubectl; do command -v $$tool >/dev/null || { echo "minikube-up needs $$tool on PATH"; exit 2; }; done
+	@minikube -p $(MINIKUBE_PROFILE) status >/dev/null 2>&1 || minikube start -p $(MINIKUBE_PROFILE) --cpus 2 --memory 4g
+	minikube -p $(MINIKUBE_PROFILE) image build -t $(IMAGE_REPO):$(IMAGE_TAG) .
+	$(HELM_INSTALL) --kube-context $(MINIKUBE_PROFILE) -f k8s/values-minikube.yaml
+	$(HELM) test $(RELEASE) --kube-context $(MINIKUBE_PROFILE) -n $(NAMESPACE)
+	@echo "gateway: http://$$(minikube -p $(MINIKUBE_PROFILE) ip):30080  (or: minikube -p $(MINIKUBE_PROFILE) service $(RELEASE)-gateway -n $(NAMESPACE) --url)"
+
+kube-scale:  ## make kube-scale SERVICE=user N=4 [KUBE_CONTEXT=...]
+	@test -n "$(SERVICE)" -a -n "$(N)" || { echo "usage: make kube-scale SERVICE=user|catalog|worker|gateway N=<replicas> [KUBE_CONTEXT=$(KUBE_CONTEXT)]"; exit 2; }
+	$(KUBECTL) scale deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --replicas=$(N)
+	$(KUBECTL) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --timeout=5m
+
+kube-load: helm  ## loadgen as a Job in the cluster: make kube-load [LOADGEN_ARGS='run --rate 50']
+	@set -euo pipefail; \
+	extra=(); \
+	if [ -n '$(LOADGEN_ARGS)' ]; then \
+	  extra=(--set-json "loadgen.args=$$($(PY) -c 'import json, shlex, sys; print(json.dumps(shlex.split(sys.argv[1])))' '$(LOADGEN_ARGS)')"); \
+	fi; \
+	$(HELM) upgrade $(RELEASE) charts/scaleshop --kube-context $(KUBE_CONTEXT) -n $(NAMESPACE) --reuse-values \
+	  --set loadgen.enabled=true "$${extra[@]}"; \
+	job=$$($(KUBECTL) get jobs -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=loadgen \
+	  --sort-by=.metadata.creationTimestamp -o name | tail -n 1); \
+	echo "$$job started; its output follows"; \
+	until phase=$$($(KUBECTL) get pods -l job-name=$${job#*/} -o jsonpath='{.items[0].status.phase}' 2>/dev/null) \
+	  && [ -n "$$phase" ] && [ "$$phase" != Pending ]; do sleep 2; done; \
+	$(KUBECTL) logs -f "$$job"; \
+	$(KUBECTL) wait --for=condition=complete "$$job" --timeout=60s
+
+kind-down:  ## delete the kind cluster (and everything in it)
+	kind delete cluster --name $(KIND_CLUSTER)
