@@ -1,0 +1,6 @@
+"""`python -m loadgen ...`"""
+import sys
+
+from .cli import main
+
+sys.exit(main())

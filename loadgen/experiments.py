@@ -1,0 +1,461 @@
+"""The experiments: capacity, scale, cache and async. Each returns one JSON-ready result.
+
+  capacity  open-loop steps of growing rate; a step passes when its p99 (and any other SLO
+            bound) and its error rate are within the SLO and the server kept up with the offered
+            rate; then a few bisection steps between the last pass and the first failure. The
+            capacity is the highest throughput that passed: the knee of the latency curve.
+  scale     the capacity search at 1, 2, 4... replicas of one service; the ideal line is
+            n x capacity(1), the efficiency capacity(n) / (n x capacity(1)).
+  cache     the same load (closed loop by default: throughput is what changes) with each
+            CACHE_PATTERNS setting; hit ratio and DB round trips from the response headers and,
+            locally, the replicas' /metrics.
+  async     import jobs of growing size, with 1..n workers: the time to accept (202) and the
+            time until the job is seen `succeeded`.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import random
+import time
+from dataclasses import asdict, replace
+from typing import Callable
+
+from . import data
+from .engine import RunConfig, run_load
+from .http import Client, HttpError
+from .journeys import DEFAULT_MIX
+from .platform import make_platform
+from .summary import fmt_ms
+from .target import Target, TargetError, UsageError
+from .workload import Workload, discover, sign_in
+
+Printer = Callable[[str], None]
+
+SERVICE_MIX = {"catalog": {"browse": 30, "product": 70}, "user": {"signin": 100}}
+CACHE_SETTINGS = {"off": "", "queries": "queries", "objects": "objects", "both": "objects,queries"}
+IMPORT_MISSING = ("POST /v1/imports answered 404: this target has no import route yet (DESIGN.md \"Jobs\": "
+                  "POST /v1/imports, GET /v1/jobs/{id}). Deploy a catalog with imports, or leave `import` out "
+                  "of --mix.")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------
+# Preparation
+# ------------------------------------------------------------------------------------------
+
+async def imports_available(client: Client) -> bool:
+    """Ask the import route with an invalid body: 404 means absent; 400/401/415/422 mean present."""
+    response = await client.request("POST", "/v1/imports", {"probe": True})
+    return response.status not in (404, 405)
+
+
+def prepare_workload(target: Target, seed: int, users: int, tokens: int, import_size: int,
+                     mix: dict[str, float] | None, printer: Printer) -> tuple[Workload, dict[str, float]]:
+    async def go():
+        client = Client(target.host, target.port, max_connections=8, timeout=30)
+        try:
+            chosen = dict(DEFAULT_MIX) if mix is None else dict(mix)
+            if "import" in chosen and not await imports_available(client):
+                if mix is not None:
+                    raise TargetError(IMPORT_MISSING)
+                printer("note: POST /v1/imports answered 404 on this target; the default mix runs without "
+                        "the import journey")
+                chosen.pop("import")
+            writes = any(k in chosen for k in ("review", "import"))
+            workload = await discover(client, seed, users, max_products=50_000, tokens=tokens if writes else 0,
+                                      import_size=import_size)
+            return workload, chosen
+        except HttpError as exc:
+            raise TargetError(f"while preparing: {exc}") from None
+        finally:
+            client.close()
+
+    return asyncio.run(go())
+
+
+def _base_config(args, target: Target, mix: dict[str, float], mode: str = "open") -> RunConfig:
+    cfg = RunConfig(target=target.url, mode=mode, mix=mix, processes=args.processes,
+                    connections=args.connections, timeout=args.timeout or 5.0,
+                    warmup=1.0 if args.warmup is None else args.warmup, seed=args.seed, arrival=args.arrival,
+                    slo=args.slo, max_error_rate=args.max_error_rate)
+    try:
+        cfg.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return cfg
+
+
+def _slim(result: dict) -> dict:
+    """A run result without its bulky parts, for embedding in an experiment's result."""
+    return {k: v for k, v in result.items() if k not in ("config", "workload")}
+
+
+# ------------------------------------------------------------------------------------------
+# capacity
+# ------------------------------------------------------------------------------------------
+
+def passes(result: dict) -> bool:
+    return bool(result["slo"]["met"] and result["kept_up"])
+
+
+def capacity_search(base: RunConfig, workload: Workload, start_rate: float, factor: float, max_rate: float,
+                    max_steps: int, refine: int, step_duration: float, printer: Printer,
+                    label: str = "", pause: float = 1.0) -> dict:
+    steps: list[dict] = []
+    good: dict | None = None
+    bad: dict | None = None
+
+    def step(rate: float) -> dict:
+        cfg = replace(base, mode="open", rate=round(rate, 2), duration=step_duration,
+                      label=f"{label} {rate:.1f}/s".strip())
+        result = run_load(cfg, workload, None)
+        ok = passes(result)
+        lat = result["latency_ms"]
+        why = "" if ok else ("  (" + "; ".join(result["slo"]["violations"] + (
+            [] if result["kept_up"] else [f"served {result['throughput_rps']:.1f}/s only"])) + ")")
+        printer(f"[capacity{' ' + label if label else ''}] step {len(steps) + 1}: offered {rate:8.1f}/s -> "
+                f"{result['throughput_rps']:8.1f}/s  p50 {fmt_ms(lat.get('p50')):>9}  p99 {fmt_ms(lat.get('p99')):>9}"
+                f"  errors {100 * result['error_rate']:.1f}%  {'PASS' if ok else 'FAIL'}{why}")
+        entry = {"rate": round(rate, 2), "throughput_rps": result["throughput_rps"], "latency_ms": lat,
+                 "error_rate": result["error_rate"], "slo_met": result["slo"]["met"], "kept_up": result["kept_up"],
+                 "passed": ok, "run": _slim(result)}
+        steps.append(entry)
+        time.sleep(pause)  # let queues empty between steps
+        return entry
+
+    rate = start_rate
+    for _ in range(max_steps):
+        entry = step(rate)
+        if entry["passed"]:
+            good = entry
+            if rate >= max_rate:
+                break
+            rate = min(rate * factor, max_rate)
+        else:
+            bad = entry
+            break
+    for _ in range(refine):
+        if good is None or bad is None or bad["rate"] - good["rate"] < 0.04 * good["rate"]:
+            break
+        entry = step((good["rate"] * bad["rate"]) ** 0.5)
+        if entry["passed"]:
+            good = entry
+        else:
+            bad = entry
+
+    best = max((s for s in steps if s["passed"]), key=lambda s: s["throughput_rps"], default=None)
+    slo_text = ", ".join(f"{k} ≤ {v:g} ms" for k, v in base.slo.items())
+    if best is None:
+        verdict = (f"Even {steps[0]['rate']:g}/s missed the SLO ({slo_text}); lower --start-rate, or the target "
+                   "is overloaded or failing.")
+    elif bad is None:
+        verdict = (f"Every step met the SLO ({slo_text}) up to {best['rate']:g}/s (the --max-rate or --max-steps "
+                   f"bound): capacity is at least {best['throughput_rps']:.1f} req/s.")
+    else:
+        verdict = (f"Capacity {best['throughput_rps']:.1f} req/s at p99 {fmt_ms(best['latency_ms'].get('p99'))} "
+                   f"({slo_text}); at {bad['rate']:g}/s offered the SLO is missed "
+                   f"(p99 {fmt_ms(bad['latency_ms'].get('p99'))}, served {bad['throughput_rps']:.1f}/s).")
+    return {
+        "kind": "capacity", "schema": 1, "label": label, "started_at": _now(), "target": base.target,
+        "config": {k: v for k, v in asdict(base).items() if k not in ("rate", "duration", "label")}
+        | {"start_rate": start_rate, "factor": factor, "max_rate": max_rate, "step_duration": step_duration},
+        "workload": workload.to_json(),
+        "slo": {**{f"{k}_ms": v for k, v in base.slo.items()}, "max_error_rate": base.max_error_rate},
+        "steps": steps,
+        "capacity_rps": best["throughput_rps"] if best else 0.0,
+        "knee": {"rate": best["rate"], "throughput_rps": best["throughput_rps"], "latency_ms": best["latency_ms"]}
+        if best else None,
+        "first_failure": {"rate": bad["rate"], "throughput_rps": bad["throughput_rps"],
+                          "latency_ms": bad["latency_ms"]} if bad else None,
+        "bounded": bad is None,
+        "verdict": verdict,
+    }
+
+
+def run_capacity(args, target: Target, printer: Printer) -> dict:
+    workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size, args.mix, printer)
+    base = _base_config(args, target, mix)
+    printer(f"capacity search on {target}: mix {_mix_text(mix)}, SLO {_slo_text(args)}, steps of "
+            f"{args.step_duration:g}s from {args.start_rate or 20:g}/s ×{args.factor:g}")
+    result = capacity_search(base, workload, args.start_rate or 20.0, args.factor, args.max_rate, args.max_steps,
+                             args.refine, args.step_duration, printer, args.label)
+    print(result["verdict"])
+    return result
+
+
+def _mix_text(mix: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in mix.items())
+
+
+def _slo_text(args) -> str:
+    return ", ".join(f"{k}≤{v:g}ms" for k, v in args.slo.items()) + f", errors≤{100 * args.max_error_rate:g}%"
+
+
+# ------------------------------------------------------------------------------------------
+# scale
+# ------------------------------------------------------------------------------------------
+
+def run_scale(args, target: Target, printer: Printer) -> dict:
+    platform = make_platform(args.platform, target, args.namespace, args.deployment_prefix, args.ready_timeout,
+                             printer)
+    mix = args.mix or SERVICE_MIX[args.service]
+    workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size, mix, printer)
+    base = _base_config(args, target, mix)
+    original = platform.replicas(args.service)
+    printer(f"scale experiment: {args.service} at {args.replicas} replicas ({platform.name}), mix {_mix_text(mix)}, "
+            f"SLO {_slo_text(args)}; {args.service} has {original} replicas now")
+    points: list[dict] = []
+    warnings: list[str] = []
+    try:
+        for count in args.replicas:
+            platform.scale(args.service, count)
+            limits = platform.cpu_limits(args.service)
+            if platform.name == "local" and not any("applied" in l and "NOT" not in l for l in limits):
+                warnings.append(f"{args.service} replicas are not CPU-limited ({limits[0] if limits else 'none'}): "
+                                "on a small machine the sweep measures the machine, not the replicas. Start "
+                                "the stack with `python -m stack up --cpu-limit 0.25`.")
+            time.sleep(2.0)
+            if args.start_rate:
+                start = args.start_rate * (count / args.replicas[0])
+            elif points and points[-1]["capacity_rps"] > 0:
+                start = points[-1]["capacity_rps"] * count / points[-1]["replicas"] * 0.6
+            else:
+                start = 20.0
+            capacity = capacity_search(base, workload, max(1.0, start), args.factor, args.max_rate, args.max_steps,
+                                       args.refine, args.step_duration, printer, label=f"{count} replicas")
+            points.append({"replicas": count, "capacity_rps": capacity["capacity_rps"], "cpu_limits": limits,
+                           "capacity": capacity})
+            printer(f"[scale] {count} replicas: {capacity['capacity_rps']:.1f} req/s at the SLO")
+    finally:
+        if platform.replicas(args.service) != original:
+            platform.scale(args.service, original)
+    base_point = next((p for p in points if p["replicas"] == min(args.replicas)), points[0])
+    per_replica = base_point["capacity_rps"] / base_point["replicas"] if base_point["replicas"] else 0
+    for point in points:
+        ideal = per_replica * point["replicas"]
+        point["ideal_rps"] = round(ideal, 2)
+        point["efficiency"] = round(point["capacity_rps"] / ideal, 3) if ideal else None
+    top = max(points, key=lambda p: p["replicas"])
+    speedup = top["capacity_rps"] / base_point["capacity_rps"] if base_point["capacity_rps"] else None
+    verdict = (f"{top['replicas']} replicas serve {top['capacity_rps']:.1f} req/s at the SLO, "
+               f"{speedup:.2f}× the {base_point['capacity_rps']:.1f} req/s of {base_point['replicas']} "
+               f"(efficiency {100 * (top['efficiency'] or 0):.0f}%)." if speedup else
+               "The smallest replica count served nothing within the SLO; no speed-up can be computed.")
+    print(verdict)
+    return {"kind": "scale", "schema": 1, "started_at": _now(), "target": target.url, "platform": platform.name,
+            "service": args.service, "mix": mix, "slo": {**{f"{k}_ms": v for k, v in args.slo.items()},
+                                                         "max_error_rate": args.max_error_rate},
+            "points": points, "speedup": round(speedup, 3) if speedup else None, "verdict": verdict,
+            "warnings": sorted(set(warnings))}
+
+
+# ------------------------------------------------------------------------------------------
+# cache
+# ------------------------------------------------------------------------------------------
+
+def run_cache(args, target: Target, printer: Printer) -> dict:
+    names = [p.strip() for p in args.patterns.split(",") if p.strip()]
+    unknown = [n for n in names if n not in CACHE_SETTINGS]
+    if unknown or not names:
+        raise UsageError(f"--patterns: unknown {', '.join(unknown) or '(none)'}; use off,queries,objects,both")
+    platform = make_platform(args.platform, target, args.namespace, args.deployment_prefix, args.ready_timeout,
+                             printer)
+    mix = args.mix or {"browse": 40, "product": 60}
+    workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size, mix, printer)
+    closed = args.rate is None
+    base = replace(_base_config(args, target, mix, "closed" if closed else "open"),
+                   concurrency=args.concurrency, rate=args.rate or 50.0, duration=args.duration,
+                   warmup=3.0 if args.warmup is None else args.warmup)
+    try:
+        base.check()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    original = platform.env("catalog").get("CACHE_PATTERNS", "objects,queries")
+    shape = f"closed loop, {args.concurrency} users" if closed else f"open loop, {args.rate:g}/s"
+    printer(f"cache experiment ({platform.name}): {', '.join(names)}; {shape}, {args.duration:g}s each, "
+            f"mix {_mix_text(mix)}; CACHE_PATTERNS is {original!r} now")
+    rows = []
+    try:
+        for name in names:
+            platform.restart_with("catalog", {"CACHE_PATTERNS": CACHE_SETTINGS[name]})
+            time.sleep(1.0)
+            before = platform.metrics(("catalog", "user"))
+            result = run_load(replace(base, label=f"cache {name}"), workload, None)
+            after = platform.metrics(("catalog", "user"))
+            server = None
+            if before is not None and after is not None:
+                delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+                # requests the replicas answered, including the catalog's own calls to the user service
+                server = {"db_round_trips": delta.get("db_round_trips", 0.0),
+                          "http_requests": delta.get("http_requests", 0.0),
+                          "db_round_trips_per_client_request":
+                              round(delta.get("db_round_trips", 0.0) / max(1, result["requests"]), 3)}
+            cache = result["cache"]
+            lat = result["latency_ms"]
+            ratio = "-" if cache["hit_ratio"] is None else f"{100 * cache['hit_ratio']:.1f}%"
+            printer(f"[cache] {name:<8} {result['throughput_rps']:8.1f} req/s  p50 {fmt_ms(lat.get('p50')):>9}  "
+                    f"p99 {fmt_ms(lat.get('p99')):>9}  hit ratio {ratio}  DB trips/request "
+                    f"{cache['db_round_trips_per_request']}"
+                    + (f" (all services: {server['db_round_trips_per_client_request']})" if server else ""))
+            rows.append({"setting": name, "cache_patterns": CACHE_SETTINGS[name],
+                         "throughput_rps": result["throughput_rps"], "latency_ms": lat,
+                         "error_rate": result["error_rate"], "hit_ratio": cache["hit_ratio"],
+                         "db_round_trips_per_request": cache["db_round_trips_per_request"],
+                         "server_metrics": server, "run": _slim(result)})
+    finally:
+        platform.restart_with("catalog", {"CACHE_PATTERNS": original})
+    by = {r["setting"]: r for r in rows}
+    verdict = ""
+    if "off" in by and "both" in by and by["off"]["throughput_rps"]:
+        verdict = (f"With both patterns the same load gets {by['both']['throughput_rps']:.1f} req/s against "
+                   f"{by['off']['throughput_rps']:.1f} with the cache off "
+                   f"({by['both']['throughput_rps'] / by['off']['throughput_rps']:.2f}×), p99 "
+                   f"{fmt_ms(by['both']['latency_ms'].get('p99'))} vs {fmt_ms(by['off']['latency_ms'].get('p99'))}.")
+        print(verdict)
+    return {"kind": "cache", "schema": 1, "started_at": _now(), "target": target.url, "platform": platform.name,
+            "mode": "closed" if closed else "open", "concurrency": args.concurrency if closed else None,
+            "rate": args.rate, "duration_s": args.duration, "mix": mix, "rows": rows, "verdict": verdict}
+
+
+# ------------------------------------------------------------------------------------------
+# async
+# ------------------------------------------------------------------------------------------
+
+async def _import_round(client: Client, token: str, size: int, jobs: int, job_timeout: float, rng: random.Random,
+                        label: str) -> list[dict]:
+    auth = {"Authorization": f"Bearer {token}"}
+    submitted = []
+    for j in range(jobs):
+        body = json.dumps(data.import_batch(size, f"{label}{j}", rng), separators=(",", ":")).encode()
+        start = time.monotonic()
+        try:
+            response = await client.request("POST", "/v1/imports", body, headers=auth, timeout=60)
+        except HttpError as exc:
+            submitted.append({"size": size, "status": "submit failed", "error": str(exc)})
+            continue
+        submit_ms = (time.monotonic() - start) * 1000
+        if response.status == 404:
+            raise TargetError(IMPORT_MISSING)
+        if response.status != 202:
+            hint = " (the body is larger than the service accepts: MAX_BODY_BYTES)" if response.status == 413 else ""
+            submitted.append({"size": size, "status": "rejected", "http_status": response.status,
+                              "submit_ms": round(submit_ms, 3), "bytes": len(body),
+                              "error": f"{response.status}{hint}: {response.body[:200]!r}"})
+            continue
+        job = response.json()
+        submitted.append({"size": size, "job_id": job["job_id"], "submit_ms": round(submit_ms, 3), "bytes": len(body),
+                          "submitted_at": start, "status": job.get("status", "queued")})
+
+    async def follow(entry: dict) -> None:
+        deadline = entry["submitted_at"] + job_timeout
+        while time.monotonic() < deadline:
+            try:
+                response = await client.request("GET", f"/v1/jobs/{entry['job_id']}", headers=auth, timeout=10)
+            except HttpError as exc:
+                entry["poll_errors"] = entry.get("poll_errors", 0) + 1
+                entry["last_error"] = str(exc)
+                await asyncio.sleep(0.2)
+                continue
+            if response.status == 200:
+                job = response.json()
+                entry["status"] = job.get("status")
+                entry["progress"] = job.get("progress")
+                if job.get("status") in ("succeeded", "failed"):
+                    entry["completion_s"] = round(time.monotonic() - entry["submitted_at"], 3)
+                    entry["server_times"] = {k: job.get(k) for k in ("created_at", "updated_at")}
+                    if job.get("error"):
+                        entry["error"] = job["error"]
+                    return
+            else:
+                entry["poll_status"] = response.status
+            await asyncio.sleep(0.05 if time.monotonic() - entry["submitted_at"] < 2 else 0.2)
+        entry["status"] = "timed out"
+
+    await asyncio.gather(*(follow(e) for e in submitted if "job_id" in e))
+    for entry in submitted:
+        entry.pop("submitted_at", None)
+    return submitted
+
+
+def run_async(args, target: Target, printer: Printer) -> dict:
+    async def setup() -> tuple[Client, str]:
+        client = Client(target.host, target.port, max_connections=max(8, args.jobs * 2), timeout=60)
+        if not await imports_available(client):
+            client.close()
+            raise TargetError(IMPORT_MISSING)
+        _, token = await sign_in(client, args.seed, 0)
+        return client, token
+
+    platform = make_platform(args.platform, target, args.namespace, args.deployment_prefix, args.ready_timeout,
+                             printer) if args.workers else None
+    rng = random.Random(f"async:{args.seed}")
+    label = f"{int(time.time()) % 100000:05d}"
+    rows: list[dict] = []
+
+    async def sweep(worker_counts: list[int | None]) -> None:
+        client, token = await setup()
+        try:
+            for workers in worker_counts:
+                if workers is not None:
+                    await asyncio.to_thread(platform.scale, "worker", workers)
+                    await asyncio.sleep(3.0)  # consumers rejoin the group and get partitions
+                for size in args.sizes:
+                    jobs = await _import_round(client, token, size, args.jobs, args.job_timeout, rng, label)
+                    done = [j for j in jobs if j.get("status") == "succeeded"]
+                    submits = [j["submit_ms"] for j in jobs if "submit_ms" in j and "job_id" in j]
+                    completions = [j["completion_s"] for j in done]
+                    row = {"workers": workers, "size": size, "jobs": jobs, "succeeded": len(done),
+                           "submit_ms_median": _median(submits), "submit_ms_max": max(submits, default=None),
+                           "completion_s_median": _median(completions),
+                           "completion_s_max": max(completions, default=None),
+                           "products_per_s": round(size * len(done) / max(completions), 1) if completions else None}
+                    rows.append(row)
+                    failures = [j for j in jobs if j.get("status") != "succeeded"]
+                    median = row["completion_s_median"]
+                    shown = "-" if median is None else f"{median:.2f} s"
+                    printer(f"[async] workers {workers if workers is not None else '(as is)'}  size {size:>6}: "
+                            f"submit median {fmt_ms(row['submit_ms_median'])}, completion median {shown}"
+                            f"  ({len(done)}/{len(jobs)} succeeded"
+                            + (f"; {failures[0].get('status')}: {failures[0].get('error', '')}" if failures else "")
+                            + ")")
+        finally:
+            client.close()
+
+    original = platform.replicas("worker") if platform else None
+    try:
+        asyncio.run(sweep(list(args.workers) if args.workers else [None]))
+    finally:
+        if platform and original is not None and platform.replicas("worker") != original:
+            platform.scale("worker", original)
+    smallest = min(args.sizes)
+    largest = max(args.sizes)
+    ratio = None
+    small = [r["submit_ms_median"] for r in rows if r["size"] == smallest and r["submit_ms_median"]]
+    large = [r["submit_ms_median"] for r in rows if r["size"] == largest and r["submit_ms_median"]]
+    if small and large and smallest != largest:
+        ratio = round(_median(large) / _median(small), 2)
+    verdict = (f"Submitting {largest} products takes {ratio:.2f}× the time of submitting {smallest} "
+               "(the work itself happens on the workers)." if ratio else "")
+    if verdict:
+        print(verdict)
+    return {"kind": "async", "schema": 1, "started_at": _now(), "target": target.url,
+            "platform": platform.name if platform else None, "sizes": args.sizes, "workers": args.workers,
+            "jobs_per_point": args.jobs, "rows": rows, "submit_ratio_largest_vs_smallest": ratio, "verdict": verdict}
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return round(ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2, 3)
+
+
+def dispatch(args, target: Target, printer: Printer) -> dict:
+    return {"capacity": run_capacity, "scale": run_scale, "cache": run_cache, "async": run_async}[args.experiment](
+        args, target, printer)

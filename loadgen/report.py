@@ -1,0 +1,399 @@
+"""`loadgen report`: one HTML and one Markdown report from any set of results, with PNG plots.
+
+Every plot gets a sentence under it that says what it shows, computed from the numbers
+(not a caption template), so the report reads on its own.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+from pathlib import Path
+
+from .target import UsageError
+
+KINDS = ("run", "capacity", "scale", "cache", "async", "bench")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"figure.dpi": 100, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9})
+    return plt
+
+
+def load_results(paths: list[Path]) -> list[tuple[Path, dict]]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.rglob("result.json")) or sorted(p for p in path.glob("*.json"))
+            if not found:
+                raise UsageError(f"{path} holds no result.json")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder")
+    results = []
+    for file in files:
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{file} is not a readable JSON result: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") not in KINDS:
+            raise UsageError(f"{file} is not a loadgen result (no known \"kind\")")
+        results.append((file, data))
+    return results
+
+
+def _ms(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
+
+
+class Report:
+    def __init__(self, out: Path):
+        self.out = out
+        self.sections: list[dict] = []
+        self.plots: list[Path] = []
+        self.counter = 0
+
+    def section(self, title: str, intro: str = "") -> dict:
+        sec = {"title": title, "intro": intro, "items": []}
+        self.sections.append(sec)
+        return sec
+
+    def plot(self, sec: dict, fig, stem: str, sentence: str) -> None:
+        self.counter += 1
+        name = f"{self.counter:02d}-{stem}.png"
+        fig.tight_layout()
+        fig.savefig(self.out / name)
+        _plt().close(fig)
+        self.plots.append(self.out / name)
+        sec["items"].append(("plot", name, sentence))
+
+    def table(self, sec: dict, header: list[str], rows: list[list[str]]) -> None:
+        sec["items"].append(("table", header, rows))
+
+    def text(self, sec: dict, text: str) -> None:
+        sec["items"].append(("text", text))
+
+    # -- output
+    def markdown(self) -> str:
+        lines = ["# Scaleshop load report", "", f"Generated {dt.datetime.now().isoformat(timespec='seconds')}.", ""]
+        for sec in self.sections:
+            lines += [f"## {sec['title']}", ""]
+            if sec["intro"]:
+                lines += [sec["intro"], ""]
+            for item in sec["items"]:
+                if item[0] == "plot":
+                    lines += [f"![{item[1][3:-4].replace('-', ' ')}]({item[1]})", "", item[2], ""]
+                elif item[0] == "table":
+                    header, rows = item[1], item[2]
+                    lines.append("| " + " | ".join(header) + " |")
+                    lines.append("|" + "---|" * len(header))
+                    lines += ["| " + " | ".join(r) + " |" for r in rows]
+                    lines.append("")
+                else:
+                    lines += [item[1], ""]
+        return "\n".join(lines)
+
+    def html(self) -> str:
+        parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Scaleshop load report</title>",
+                 "<style>body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;"
+                 "color:#222}img{max-width:100%;border:1px solid #ddd}p.caption{margin:.3em 0 1.6em;color:#333}"
+                 "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;"
+                 "text-align:right}th{background:#f3f3f3}td:first-child{text-align:left}</style></head><body>",
+                 "<h1>Scaleshop load report</h1>",
+                 f"<p>Generated {html.escape(dt.datetime.now().isoformat(timespec='seconds'))}.</p>"]
+        for sec in self.sections:
+            parts.append(f"<h2>{html.escape(sec['title'])}</h2>")
+            if sec["intro"]:
+                parts.append(f"<p>{html.escape(sec['intro'])}</p>")
+            for item in sec["items"]:
+                if item[0] == "plot":
+                    parts.append(f"<figure><img src='{html.escape(item[1])}' alt='{html.escape(item[1][3:-4])}'>"
+                                 f"<p class='caption'>{html.escape(item[2])}</p></figure>")
+                elif item[0] == "table":
+                    parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in item[1]) + "</tr>")
+                    for row in item[2]:
+                        parts.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+                    parts.append("</table>")
+                else:
+                    parts.append(f"<p>{html.escape(item[1])}</p>")
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------------------
+# Sections per kind
+# ------------------------------------------------------------------------------------------
+
+def _run_section(rep: Report, name: str, result: dict) -> None:
+    plt = _plt()
+    cfg = result.get("config", {})
+    shape = (f"open loop at {result['offered_rps']:g}/s" if result.get("offered_rps")
+             else f"closed loop with {cfg.get('concurrency')} users")
+    lat = result["latency_ms"]
+    sec = rep.section(f"Run: {result.get('label') or name}",
+                      f"{shape} against {result['target']} for {result['window_s']:g} s measured: "
+                      f"{result['throughput_rps']:.1f} req/s, {result['requests']} requests, "
+                      f"{100 * result['error_rate']:.2f}% errors; SLO "
+                      f"{'met' if result['slo']['met'] else 'missed (' + '; '.join(result['slo']['violations']) + ')'}.")
+    rows = []
+    for req, row in result.get("by_request", {}).items():
+        l = row["latency_ms"]
+        cache = row.get("cache") or {}
+        looked = cache.get("hit", 0) + cache.get("miss", 0)
+        rows.append([req, str(l.get("count", 0)), _ms(l.get("p50")), _ms(l.get("p99")), _ms(l.get("max")),
+                     f"{100 * cache.get('hit', 0) / looked:.0f}%" if looked else "-",
+                     str(row.get("db_round_trips_per_request", "-")),
+                     ", ".join([f"{k}:{v}" for k, v in row["status"].items()]
+                               + [f"{k}:{v}" for k, v in row.get("errors", {}).items()
+                                  if not k.startswith("status ")])])
+    rep.table(sec, ["request", "count", "p50", "p99", "max", "cache hits", "DB trips", "status"], rows)
+    curve = result.get("percentile_curve") or []
+    if curve:
+        fig, ax = plt.subplots(figsize=(7, 3.6))
+        xs = [1 / (1 - p / 100) if p < 100 else 1 / (1 - 0.999999) for p, _ in curve]
+        ax.plot(xs, [v for _, v in curve], color="tab:blue")
+        ax.set_xscale("log")
+        values = [v for _, v in curve if v > 0]
+        if values and max(values) / max(min(values), 0.001) > 50:
+            ax.set_yscale("log")
+        ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+        ax.set_xticks(ticks, ["p0", "p50", "p90", "p99", "p99.9", "p99.99", "p99.999"])
+        ax.set_ylabel("latency (ms)")
+        ax.set_title("Latency by percentile (HDR)")
+        for key, value in result["slo"].items():
+            if key.endswith("_ms") and key.startswith("p"):
+                ax.axhline(value, color="tab:red", linestyle="--", linewidth=1, label=f"SLO {key[:-3]} {value:g} ms")
+        ax.legend(loc="upper left")
+        tail = lat.get("p999", 0) / lat["p50"] if lat.get("p50") else 0
+        rep.plot(sec, fig, "percentiles",
+                 f"Half the requests took under {_ms(lat.get('p50'))}, 99% under {_ms(lat.get('p99'))} and the "
+                 f"slowest {_ms(lat.get('max'))}; the tail (p99.9) is {tail:.1f}× the median. Latency is "
+                 "measured from each request's intended start, so queueing is included.")
+    timeline = [t for t in result.get("timeline", []) if t.get("done")]
+    if len(timeline) >= 2:
+        fig, ax1 = plt.subplots(figsize=(7, 3.4))
+        ts = [t["t"] for t in timeline]
+        ax1.bar(ts, [t["done"] - t["errors"] for t in timeline], color="tab:gray", alpha=0.4,
+                label="answered/s")
+        if any(t["errors"] for t in timeline):
+            ax1.bar(ts, [t["errors"] for t in timeline], bottom=[t["done"] - t["errors"] for t in timeline],
+                    color="tab:red", alpha=0.5, label="errors/s")
+        ax1.set_xlabel("seconds since start")
+        ax1.set_ylabel("requests per second")
+        ax2 = ax1.twinx()
+        ax2.plot(ts, [t["p50_ms"] for t in timeline], color="tab:green", label="p50")
+        ax2.plot(ts, [t["p99_ms"] for t in timeline], color="tab:red", label="p99")
+        ax2.set_ylabel("latency (ms)")
+        ax2.grid(False)
+        warm = cfg.get("warmup", 0)
+        if warm:
+            ax1.axvspan(0, warm, color="tab:orange", alpha=0.1, label="warm-up")
+        lines = ax1.get_legend_handles_labels()
+        lines2 = ax2.get_legend_handles_labels()
+        ax1.legend(lines[0] + lines2[0], lines[1] + lines2[1], loc="upper left", fontsize=8)
+        ax1.set_title("Throughput and latency over time")
+        worst = max(timeline, key=lambda t: t["p99_ms"] or 0)
+        rep.plot(sec, fig, "timeline",
+                 f"Each second's finished requests (bars, errors in red) and their p50/p99 (lines); the worst second was "
+                 f"t={worst['t']} s with p99 {_ms(worst['p99_ms'])}.")
+    for warning in result.get("warnings", []):
+        rep.text(sec, f"Warning: {warning}")
+
+
+def _capacity_plot(rep: Report, sec: dict, result: dict, title: str) -> None:
+    plt = _plt()
+    steps = sorted(result["steps"], key=lambda s: s["rate"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = [s["throughput_rps"] for s in steps]
+    for key, color in (("p50", "tab:green"), ("p90", "tab:blue"), ("p99", "tab:red"), ("p999", "tab:purple")):
+        ys = [s["latency_ms"].get(key) for s in steps]
+        if any(y is not None for y in ys):
+            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=key.replace("p999", "p99.9"))
+    slo = result.get("slo", {}).get("p99_ms")
+    if slo:
+        ax.axhline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"SLO p99 {slo:g} ms")
+    knee = result.get("knee")
+    if knee:
+        ax.scatter([knee["throughput_rps"]], [knee["latency_ms"].get("p99")], s=140, facecolors="none",
+                   edgecolors="black", linewidths=1.5, zorder=5, label=f"knee {knee['throughput_rps']:.0f} req/s")
+        ax.axvline(knee["throughput_rps"], color="black", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("throughput (successful requests/s)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    if knee and result.get("first_failure"):
+        fail = result["first_failure"]
+        sentence = (f"Latency stays flat while the server keeps up; the knee is at {knee['throughput_rps']:.1f} req/s "
+                    f"(p99 {_ms(knee['latency_ms'].get('p99'))}). Offering {fail['rate']:g}/s gets "
+                    f"{fail['throughput_rps']:.1f} req/s with p99 {_ms(fail['latency_ms'].get('p99'))}: past the knee "
+                    "throughput stops growing and queues make latency explode.")
+    elif knee:
+        sentence = (f"Every step met the SLO up to {knee['throughput_rps']:.1f} req/s; the search stopped at its "
+                    "bound before finding the knee.")
+    else:
+        sentence = "No step met the SLO: the first rate tried was already beyond capacity."
+    rep.plot(sec, fig, "capacity", sentence)
+
+
+def _capacity_section(rep: Report, name: str, result: dict) -> None:
+    sec = rep.section(f"Capacity: {result.get('label') or name}", result.get("verdict", ""))
+    rep.table(sec, ["offered/s", "served/s", "p50", "p99", "p99.9", "errors", "SLO"],
+              [[f"{s['rate']:g}", f"{s['throughput_rps']:.1f}", _ms(s["latency_ms"].get("p50")),
+                _ms(s["latency_ms"].get("p99")), _ms(s["latency_ms"].get("p999")), f"{100 * s['error_rate']:.1f}%",
+                "pass" if s["passed"] else "fail"] for s in sorted(result["steps"], key=lambda s: s["rate"])])
+    _capacity_plot(rep, sec, result, "Latency percentiles against throughput")
+
+
+def _scale_section(rep: Report, name: str, result: dict) -> None:
+    plt = _plt()
+    points = sorted(result["points"], key=lambda p: p["replicas"])
+    sec = rep.section(f"Scale: {result['service']} replicas ({result.get('platform')})", result.get("verdict", ""))
+    rep.table(sec, ["replicas", "capacity req/s", "ideal req/s", "efficiency", "CPU limit"],
+              [[str(p["replicas"]), f"{p['capacity_rps']:.1f}", f"{p['ideal_rps']:.1f}",
+                f"{100 * p['efficiency']:.0f}%" if p.get("efficiency") is not None else "-",
+                (p.get("cpu_limits") or ["-"])[0]] for p in points])
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ns = [p["replicas"] for p in points]
+    ax.plot(ns, [p["capacity_rps"] for p in points], marker="o", color="tab:blue", label="measured at the SLO")
+    ax.plot(ns, [p["ideal_rps"] for p in points], linestyle="--", color="tab:gray", label="ideal (linear)")
+    for p in points:
+        if p.get("efficiency") is not None:
+            ax.annotate(f"{100 * p['efficiency']:.0f}%", (p["replicas"], p["capacity_rps"]),
+                        textcoords="offset points", xytext=(6, -12), fontsize=8)
+    ax.set_xticks(ns)
+    ax.set_xlabel("replicas")
+    ax.set_ylabel("throughput at the SLO (req/s)")
+    ax.set_title(f"Scalability of {result['service']}")
+    ax.legend()
+    top = points[-1]
+    rep.plot(sec, fig, "scale",
+             f"Throughput at the SLO grows from {points[0]['capacity_rps']:.1f} req/s with {points[0]['replicas']} "
+             f"replica(s) to {top['capacity_rps']:.1f} with {top['replicas']}; the dashed line is perfect linear "
+             f"scaling and the labels the efficiency ({100 * (top.get('efficiency') or 0):.0f}% at "
+             f"{top['replicas']}). Where the curve bends away from the line, something shared (the gateway, the "
+             "database, the machine) limits it.")
+    for p in points:
+        if p.get("capacity") and p["capacity"].get("steps"):
+            _capacity_plot(rep, sec, p["capacity"], f"{p['replicas']} replica(s): latency against throughput")
+    for warning in result.get("warnings", []):
+        rep.text(sec, f"Warning: {warning}")
+
+
+def _cache_section(rep: Report, name: str, result: dict) -> None:
+    plt = _plt()
+    rows = result["rows"]
+    shape = (f"closed loop with {result['concurrency']} users" if result["mode"] == "closed"
+             else f"open loop at {result['rate']:g}/s")
+    sec = rep.section("Cache patterns", f"The same load ({shape}, {result['duration_s']:g} s per setting, mix "
+                                        f"{', '.join(f'{k}={v:g}' for k, v in result['mix'].items())}) with each "
+                                        f"CACHE_PATTERNS setting. {result.get('verdict', '')}")
+    rep.table(sec, ["setting", "req/s", "p50", "p99", "hit ratio", "DB trips/request", "all services"],
+              [[r["setting"], f"{r['throughput_rps']:.1f}", _ms(r["latency_ms"].get("p50")),
+                _ms(r["latency_ms"].get("p99")),
+                "-" if r["hit_ratio"] is None else f"{100 * r['hit_ratio']:.0f}%",
+                str(r["db_round_trips_per_request"]),
+                str((r.get("server_metrics") or {}).get("db_round_trips_per_client_request", "-"))] for r in rows])
+    labels = [r["setting"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+    axes[0].bar(labels, [r["throughput_rps"] for r in rows], color="tab:blue")
+    axes[0].set_title("throughput (req/s)")
+    width = 0.38
+    idx = list(range(len(rows)))
+    axes[1].bar([i - width / 2 for i in idx], [r["latency_ms"].get("p50") or 0 for r in rows], width, label="p50",
+                color="tab:green")
+    axes[1].bar([i + width / 2 for i in idx], [r["latency_ms"].get("p99") or 0 for r in rows], width, label="p99",
+                color="tab:red")
+    axes[1].set_xticks(idx, labels)
+    axes[1].set_title("latency (ms)")
+    axes[1].legend(fontsize=8)
+    trips = [r["db_round_trips_per_request"] or 0 for r in rows]
+    axes[2].bar(labels, trips, color="tab:orange")
+    axes[2].set_title("DB round trips per request")
+    for i, r in enumerate(rows):
+        if r["hit_ratio"] is not None:
+            axes[2].annotate(f"hits {100 * r['hit_ratio']:.0f}%", (i, trips[i]), ha="center", fontsize=7,
+                             textcoords="offset points", xytext=(0, 2))
+    best = max(rows, key=lambda r: r["throughput_rps"])
+    worst = min(rows, key=lambda r: r["throughput_rps"])
+    gain = best["throughput_rps"] / worst["throughput_rps"] if worst["throughput_rps"] else float("inf")
+    rep.plot(sec, fig, "cache",
+             f"'{best['setting']}' serves the most ({best['throughput_rps']:.1f} req/s, {gain:.1f}× "
+             f"'{worst['setting']}'), because every cache hit replaces database round trips "
+             f"({best['db_round_trips_per_request']} per request against {worst['db_round_trips_per_request']}) "
+             "with one memcached look-up.")
+
+
+def _async_section(rep: Report, name: str, result: dict) -> None:
+    plt = _plt()
+    rows = result["rows"]
+    sec = rep.section("Asynchronous imports", result.get("verdict", ""))
+    rep.table(sec, ["workers", "products", "submit (median)", "completion (median)", "products/s", "succeeded"],
+              [[str(r["workers"] if r["workers"] is not None else "as is"), str(r["size"]),
+                _ms(r["submit_ms_median"]),
+                "-" if r["completion_s_median"] is None else f"{r['completion_s_median']:.2f} s",
+                "-" if r["products_per_s"] is None else f"{r['products_per_s']:.0f}",
+                f"{r['succeeded']}/{len(r['jobs'])}"] for r in rows])
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r["workers"], []).append(r)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for workers, items in sorted(groups.items(), key=lambda kv: kv[0] or 0):
+        items = sorted(items, key=lambda r: r["size"])
+        label = f"{workers} workers" if workers is not None else "workers as deployed"
+        ax1.plot([r["size"] for r in items], [r["submit_ms_median"] for r in items], marker="o", label=label)
+        ax2.plot([r["size"] for r in items], [r["completion_s_median"] for r in items], marker="o", label=label)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.set_xlabel("products per import")
+        ax.legend(fontsize=8)
+    ax1.set_ylabel("submit latency (ms)")
+    ax1.set_title("Time to accept (202)")
+    ax2.set_ylabel("seconds")
+    ax2.set_title("Time until succeeded")
+    ratio = result.get("submit_ratio_largest_vs_smallest")
+    rep.plot(sec, fig, "async",
+             (f"Accepting an import of {max(result['sizes'])} products takes {ratio:.2f}× as long as one of "
+              f"{min(result['sizes'])}: the request only records the job; " if ratio else "")
+             + "completion time grows with the job's size and shrinks with more workers only while there are "
+               "jobs (partitions) to share among them.")
+
+
+def _bench_section(rep: Report, name: str, result: dict) -> None:
+    sec = rep.section("Benchmarks", result.get("summary", ""))
+    rep.table(sec, ["ratio", "measured", "target", "met"],
+              [[r["name"], "-" if r.get("value") is None else f"{r['value']:.2f}×", r.get("target", ""),
+                {True: "yes", False: "no", None: "-"}[r.get("met")]] for r in result.get("ratios", [])])
+    for r in result.get("ratios", []):
+        if r.get("note"):
+            rep.text(sec, f"{r['name']}: {r['note']}")
+
+
+SECTIONS = {"run": _run_section, "capacity": _capacity_section, "scale": _scale_section, "cache": _cache_section,
+            "async": _async_section, "bench": _bench_section}
+
+
+def build(paths: list[Path], out: Path) -> dict:
+    results = load_results([Path(p) for p in paths])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {out}: {exc.strerror or exc}") from None
+    rep = Report(out)
+    for path, result in results:
+        SECTIONS[result["kind"]](rep, path.parent.name if path.name == "result.json" else path.stem, result)
+    md = out / "report.md"
+    page = out / "report.html"
+    md.write_text(rep.markdown())
+    page.write_text(rep.html())
+    return {"markdown": md, "html": page, "plots": rep.plots}
+
