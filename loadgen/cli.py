@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--think", type=_typed(options.duration, "duration"), default=0.0,
                      help="closed loop: mean pause between a user's journeys (default 0)")
     run.add_argument("--label", default="", help="a name for this run in the report")
+    run.add_argument("--path", default="",
+                     help="drive one endpoint (GET PATH, any 2xx is success) instead of the journeys; "
+                          "needs no seed data, e.g. --path /healthz")
 
     exp = sub.add_parser("experiment", help="capacity, scale, cache or async")
     exps = exp.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -276,20 +279,26 @@ def cmd_run(args) -> int:
     from .engine import RunConfig, run_load
     from .summary import print_run
     target = _target(args)
-    workload, mix = prepare(args, target, args.mix)
+    if args.path:
+        from .workload import Workload
+        workload, mix = Workload(args.seed, [], [], args.users), {"path": 1.0}
+    else:
+        workload, mix = prepare(args, target, args.mix)
     closed = args.concurrency is not None
     cfg = RunConfig(target=target.url, mode="closed" if closed else "open", rate=args.rate or 50.0,
                     concurrency=args.concurrency or 16, duration=args.duration,
                     warmup=2.0 if args.warmup is None else args.warmup, mix=mix, processes=args.processes,
                     connections=args.connections, timeout=args.timeout or 10.0, seed=args.seed, think=args.think,
-                    arrival=args.arrival, slo=args.slo, max_error_rate=args.max_error_rate, label=args.label)
+                    arrival=args.arrival, slo=args.slo, max_error_rate=args.max_error_rate, label=args.label,
+                    path=args.path)
     try:
         cfg.check()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     shape = f"{cfg.concurrency} users (closed loop)" if closed else f"{cfg.rate:g}/s (open loop, {cfg.arrival})"
+    what = f"GET {cfg.path}" if cfg.path else f"mix {','.join(f'{k}={v:g}' for k, v in mix.items())}"
     _stderr(f"running {shape} against {target} for {cfg.warmup:g}s warm-up + {cfg.duration:g}s, "
-            f"mix {','.join(f'{k}={v:g}' for k, v in mix.items())}, {cfg.processes} process(es)")
+            f"{what}, {cfg.processes} process(es)")
     result = run_load(cfg, workload, None if args.quiet else _stderr)
     print_run(result)
     write_result(result, _out_dir(args, "run"), not args.no_report)

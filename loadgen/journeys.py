@@ -51,7 +51,7 @@ class Journeys:
     """Runs journeys for one worker process: draws what to do, sends it, records it."""
 
     def __init__(self, client: Client, recorder: Recorder, workload: Workload, rng: random.Random,
-                 window: tuple[float, float]):
+                 window: tuple[float, float], fixed_path: str = ""):
         self.client = client
         self.rec = recorder
         self.wl = workload
@@ -63,8 +63,11 @@ class Journeys:
         self.host = client.pool.host_header
         self.funcs: dict[str, Callable[[float, bool], Awaitable[bool]]] = {
             "browse": self.browse, "product": self.product, "signin": self.signin,
-            "review": self.review, "import": self.import_,
+            "review": self.review, "import": self.import_, "path": self.path,
         }
+        self.fixed_path = fixed_path
+        self.fixed_name = f"GET {fixed_path}"
+        self.fixed_raw = build_request("GET", fixed_path, self.host) if fixed_path else b""
         self.import_counter = 0
         self.window_ok = 0
 
@@ -95,6 +98,22 @@ class Journeys:
         return self.rng.choice(self.wl.tokens)[1] if self.wl.tokens else None
 
     # -- the journeys: each returns True when every step got an expected answer
+    async def path(self, start: float, measured: bool) -> bool:
+        """Not a journey: one GET of a fixed path (`run --path`), for benchmarks of one endpoint."""
+        try:
+            response = await self.client.request("GET", self.fixed_path, raw=self.fixed_raw)
+        except HttpError as exc:
+            timed = int((time.monotonic() - start) * 1e6) if exc.kind == "timeout" else None
+            self.rec.record_error(self.fixed_name, exc.kind, timed, measured)
+            return False
+        now = time.monotonic()
+        good = 200 <= response.status < 300
+        self.rec.record_response(self.fixed_name, int((now - start) * 1e6), response.status, response.headers,
+                                 good, measured)
+        if good and self.window_start <= now < self.window_end:
+            self.window_ok += 1
+        return good
+
     async def browse(self, start: float, measured: bool) -> bool:
         roll = self.rng.random()
         if roll < 0.05:

@@ -10,6 +10,7 @@ Requests that failed without a response (refused, reset) are counted as errors, 
 """
 from __future__ import annotations
 
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,14 @@ def summary_ms(hist: HdrHistogram) -> dict[str, float | int]:
         out[percentile_key(p)] = round(hist.get_value_at_percentile(p) / 1000, 3)
     out["max"] = round(hist.get_max_value() / 1000, 3)
     return out
+
+
+def sample_percentile(ordered: list[int], p: float) -> int:
+    """The p-th percentile of an ascending list (nearest rank)."""
+    if not ordered:
+        return 0
+    rank = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[rank]
 
 
 def percentile_key(p: float) -> str:
@@ -95,17 +104,22 @@ class NameStats:
 
 
 class Recorder:
-    """Counters and histograms of one process for the measured window."""
+    """Counters and histograms of one process for the measured window.
+
+    Per request: one HDR record (its name's histogram) and one list append (the progress
+    interval); the overall histogram is the merge of the names' at the end.
+    """
+
+    TICK_SAMPLE = 1000  # latencies per progress interval sent to the parent (a random sample)
 
     def __init__(self) -> None:
         self.requests: dict[str, NameStats] = {}
         self.journeys: dict[str, NameStats] = {}
-        self.all = new_histogram()
         self.count = 0  # measured requests: answered, timed out or failed
         self.ok = 0
         self.errors: Counter = Counter()
         # The current progress interval (everything, warm-up included).
-        self.tick_hist = new_histogram()
+        self.tick_latencies: list[int] = []
         self.tick_done = 0
         self.tick_errors = 0
 
@@ -118,16 +132,15 @@ class Recorder:
     def record_response(self, name: str, latency_us: int, status: int, headers: dict[str, str],
                         ok: bool, measured: bool) -> None:
         latency_us = min(max(latency_us, LOWEST_US), HIGHEST_US)
-        self.tick_hist.record_value(latency_us)
+        self.tick_latencies.append(latency_us)
         self.tick_done += 1
         if not ok:
             self.tick_errors += 1
         if not measured:
             return
         self.count += 1
-        stats = self._name(self.requests, name)
+        stats = self.requests.get(name) or self._name(self.requests, name)
         stats.hist.record_value(latency_us)
-        self.all.record_value(latency_us)
         stats.status[status] += 1
         cache = headers.get("x-cache")
         if cache:
@@ -152,7 +165,7 @@ class Recorder:
         self.tick_errors += 1
         if latency_us is not None:
             latency_us = min(max(latency_us, LOWEST_US), HIGHEST_US)
-            self.tick_hist.record_value(latency_us)
+            self.tick_latencies.append(latency_us)
         if not measured:
             return
         self.count += 1
@@ -161,19 +174,23 @@ class Recorder:
         self.errors[kind] += 1
         if latency_us is not None:
             stats.hist.record_value(latency_us)
-            self.all.record_value(latency_us)
 
-    def record_journey(self, name: str, latency_us: int, ok: bool, measured: bool) -> None:
+    def record_journey(self, name: str, latency_us: int, ok: bool, measured: bool, timed: bool = True) -> None:
+        """A whole journey. `timed=False` for one-request journeys: their request's histogram says it all."""
         if not measured:
             return
-        stats = self._name(self.journeys, name)
-        stats.hist.record_value(min(max(latency_us, LOWEST_US), HIGHEST_US))
+        stats = self.journeys.get(name) or self._name(self.journeys, name)
+        if timed:
+            stats.hist.record_value(min(max(latency_us, LOWEST_US), HIGHEST_US))
         stats.status["ok" if ok else "failed"] += 1
 
     def take_tick(self) -> dict:
-        """The progress interval's numbers, and start a new interval."""
-        tick = {"done": self.tick_done, "errors": self.tick_errors, "hist": encode(self.tick_hist)}
-        self.tick_hist.reset()
+        """The progress interval's numbers (a sample of its latencies), and start a new interval."""
+        latencies = self.tick_latencies
+        sample = latencies if len(latencies) <= self.TICK_SAMPLE else random.sample(latencies, self.TICK_SAMPLE)
+        tick = {"done": self.tick_done, "errors": self.tick_errors, "sample": sample,
+                "max_us": max(latencies) if latencies else 0}
+        self.tick_latencies = []
         self.tick_done = self.tick_errors = 0
         return tick
 
@@ -213,6 +230,8 @@ class Merged:
         """The JSON-ready summary: per request name and per journey."""
         def one(stats: NameStats, journey: bool = False) -> dict:
             out: dict[str, Any] = {"latency_ms": summary_ms(stats.hist)}
+            if journey and not stats.hist.get_total_count():
+                out["latency_ms"] = "one request: see by_request"
             if journey:
                 out["ok"] = stats.status.get("ok", 0)
                 out["failed"] = stats.status.get("failed", 0)

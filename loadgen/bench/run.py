@@ -1,0 +1,444 @@
+"""`make bench` (python -m loadgen.bench): every ratio of issue 6, measured side by side here.
+
+  bare     the catalog's cached product page vs a bare Flask route under the same gunicorn
+           settings and CPU limit, each driven directly at its port     (target >= 0.8x)
+  cache    the product page through the gateway with the cache vs without   (target >= 5x)
+  scale    throughput at the SLO, 4 catalog replicas vs 1, each 0.25 CPU    (target >= 3.5x)
+  import   submit latency of a 10,000-product import vs a 1-product one     (target <= 2x)
+  locust   loadgen vs Locust (FastHttpUser) on the same endpoint for the same time:
+           requests per CPU-second of the generator                          (target >= 1.5x)
+  stall    the p99 each reports against a server that stalls for a known time
+
+It starts its own local stack (ports + BENCH_PORT_OFFSET, default 10000; data in a temp
+folder), stops it at the end even on failure, writes bench.json and a report under
+bench-results/, and prints every ratio it could measure and why any other could not.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import csv
+import datetime as dt
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+from ..engine import RunConfig, run_load
+from ..target import TargetError
+from ..workload import Workload
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+PARTS = ("locust", "stall", "import", "bare", "cache", "scale")
+LOCUST = Path(os.environ.get("LOCUST_BIN", REPO / ".cache" / "locust-venv" / "bin" / "locust"))
+CPU_LIMIT = 0.25
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+class Bench:
+    def __init__(self, out: Path, offset: int, parts: list[str], quick: bool):
+        self.out, self.offset, self.parts, self.quick = out, offset, parts, quick
+        self.ratios: list[dict] = []
+        self.details: dict = {}
+        self.stack = None
+        self.extra_procs: list[subprocess.Popen] = []
+        self.bare_cgroup = None
+        self.python = str(REPO / ".cache" / "venv" / "bin" / "python") \
+            if (REPO / ".cache" / "venv" / "bin" / "python").exists() else sys.executable
+
+    # ------------------------------------------------------------------ bookkeeping
+    def ratio(self, key: str, name: str, value: float | None, target: str, met: bool | None, command: str,
+              note: str = "", **numbers) -> None:
+        self.ratios.append({"key": key, "name": name, "value": None if value is None else round(value, 3),
+                            "target": target, "met": met, "command": command, "note": note, "numbers": numbers})
+        shown = "not measured" if value is None else f"{value:.2f}×"
+        log(f"{name}: {shown} (target {target})" + (f" — {note}" if note else ""))
+
+    def not_measured(self, key: str, name: str, target: str, why: str) -> None:
+        self.ratio(key, name, None, target, None, "", note=why)
+
+    # ------------------------------------------------------------------ the stack
+    def start_stack(self) -> None:
+        from stack.control import Stack
+        from stack.layout import Layout
+
+        run_dir = Path(tempfile.mkdtemp(prefix="scaleshop-bench-"))
+        layout = Layout(run_dir=run_dir, cache_dir=REPO / ".cache", port_offset=self.offset)
+        self.stack = Stack(layout, log=lambda m: log(f"stack: {m}"))
+        atexit.register(self.stop_stack)
+        log(f"starting a stack on ports +{self.offset} in {run_dir} (catalog ×1, user ×1, worker ×1)")
+        self.stack.up({"user": 1, "catalog": 1, "worker": 1}, settings={})
+        self.gateway = layout.gateway_url
+
+    def stop_stack(self) -> None:
+        for proc in self.extra_procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        self.extra_procs.clear()
+        if self.bare_cgroup is not None:
+            from stack import cgroups
+            cgroups.remove(self.bare_cgroup)
+            self.bare_cgroup = None
+        if self.stack is not None:
+            log("stopping the bench stack")
+            try:
+                self.stack.down()
+            finally:
+                shutil.rmtree(self.stack.layout.run_dir, ignore_errors=True)
+                self.stack = None
+
+    def limit_replicas(self, catalog: int) -> None:
+        """Restart user and catalog with each replica limited to 0.25 CPU."""
+        counts = {"user": 1, "catalog": catalog, "worker": 1}
+        self.stack.scale("catalog", 0)
+        self.stack.scale("user", 0)
+        self.stack.up(counts, cpu_limit=CPU_LIMIT, settings=self.stack.env_overrides)
+        limits = {r.name: r.cpu.describe() for r in self.stack.replicas.values()}
+        log(f"CPU limits: {limits}")
+        self.details["cpu_limits"] = limits
+
+    def restart_catalog(self, settings: dict[str, str]) -> None:
+        count = len(self.stack.service_replicas("catalog"))
+        self.stack.scale("catalog", 0)
+        self.stack.up({"user": len(self.stack.service_replicas("user")), "catalog": count,
+                       "worker": len(self.stack.service_replicas("worker"))},
+                      cpu_limit=self.stack.cpu_limit, settings={**self.stack.env_overrides, **settings})
+
+    # ------------------------------------------------------------------ helpers
+    def loadgen_cli(self, args: list[str], out: Path) -> tuple[dict, float]:
+        """Run `python -m loadgen ...` as a child; its result and the CPU seconds it used."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run([self.python, "-m", "loadgen", *args, "--out", str(out), "--no-report", "--quiet"],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        if proc.returncode != 0:
+            raise TargetError(f"loadgen {' '.join(args)} failed: {proc.stderr.strip()[-500:]}")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return json.loads((out / "result.json").read_text()), cpu
+
+    def locust(self, url: str, users: int, seconds: float, path: str, wait: float, prefix: Path) -> tuple[dict, float]:
+        env = {**os.environ, "LOCUST_PATH": path, "LOCUST_WAIT": str(wait)}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run([str(LOCUST), "-f", str(HERE / "locustfile.py"), "--headless", "-u", str(users),
+                               "-r", str(max(users, 100)), "-t", f"{seconds:g}s", "--host", url, "--csv", str(prefix),
+                               "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5"],
+                              cwd=HERE, env=env, capture_output=True, text=True, timeout=seconds + 120)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        stats_file = Path(f"{prefix}_stats.csv")
+        if not stats_file.exists():
+            raise TargetError(f"locust wrote no statistics (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        with stats_file.open() as handle:
+            row = next(r for r in csv.DictReader(handle) if r["Name"] == "Aggregated")
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return row, cpu
+
+    def run(self, cfg: RunConfig) -> dict:
+        return run_load(cfg, Workload(1, [], [], 1), None)
+
+    # ------------------------------------------------------------------ parts
+    def part_locust(self) -> None:
+        name = "loadgen vs Locust: requests per second per core"
+        if not LOCUST.exists():
+            return self.not_measured("locust", name, "≥ 1.5×", f"Locust is not installed at {LOCUST} "
+                                     "(make bench installs it into .cache/locust-venv)")
+        users = 32
+        long_s, short_s = (6, 2) if self.quick else (10, 2)
+        tmp = self.out / "locust"
+        tmp.mkdir(parents=True, exist_ok=True)
+        measured = {}
+        for tool in ("loadgen", "locust"):
+            runs = {}
+            for seconds in (short_s, long_s):
+                if tool == "loadgen":
+                    result, cpu = self.loadgen_cli(["run", "--target", self.gateway, "--path", "/healthz",
+                                                    "--concurrency", str(users), "--duration", str(seconds),
+                                                    "--warmup", "0"], tmp / f"loadgen-{seconds}")
+                    runs[seconds] = (result["requests"], cpu)
+                else:
+                    row, cpu = self.locust(self.gateway, users, seconds, "/healthz", 0.0, tmp / f"locust-{seconds}")
+                    runs[seconds] = (int(row["Request Count"]), cpu)
+            (n_long, cpu_long), (n_short, cpu_short) = runs[long_s], runs[short_s]
+            per_core = (n_long - n_short) / max(cpu_long - cpu_short, 1e-3)  # start-up cost cancels out
+            measured[tool] = {"requests": {str(k): v[0] for k, v in runs.items()},
+                              "cpu_seconds": {str(k): round(v[1], 3) for k, v in runs.items()},
+                              "requests_per_cpu_second": round(per_core, 1),
+                              "requests_per_second": round(n_long / long_s, 1)}
+            log(f"{tool}: {measured[tool]['requests_per_second']:.0f} req/s wall, {per_core:.0f} requests per "
+                "CPU-second")
+        ratio = measured["loadgen"]["requests_per_cpu_second"] / measured["locust"]["requests_per_cpu_second"]
+        self.ratio("locust", name, ratio, "≥ 1.5×", ratio >= 1.5,
+                   f"loadgen run --path /healthz --concurrency {users} vs locust FastHttpUser -u {users}, wait 0, "
+                   f"{short_s}s and {long_s}s runs each against the gateway's /healthz (nginx)",
+                   note=f"loadgen {measured['loadgen']['requests_per_cpu_second']:.0f} vs Locust "
+                        f"{measured['locust']['requests_per_cpu_second']:.0f} requests per CPU-second "
+                        "(CPU of each generator process, start-up cancelled by subtracting a short run)",
+                   **measured)
+
+    def part_stall(self) -> None:
+        from .stall_server import StallServer
+        name = "p99 against a server that stalls 2 s: loadgen vs Locust"
+        after, length, seconds, rate, users = 3.0, 2.0, 10, 200, 10
+        server = StallServer(after, length).start()
+        url = f"http://127.0.0.1:{server.port}"
+        tmp = self.out / "stall"
+        tmp.mkdir(parents=True, exist_ok=True)
+        try:
+            result, _ = self.loadgen_cli(["run", "--target", url, "--path", "/", "--rate", str(rate), "--duration",
+                                          str(seconds), "--warmup", "0"], tmp / "loadgen")
+            lg = result["latency_ms"]
+            server.reset()
+            locust = None
+            if LOCUST.exists():
+                row, _ = self.locust(url, users, seconds, "/", users / rate, tmp / "locust")
+                locust = {"p50": float(row["50%"]), "p99": float(row["99%"]), "max": float(row["Max Response Time"]),
+                          "requests": int(row["Request Count"])}
+        finally:
+            server.stop()
+        note = (f"stall {length:g} s: loadgen (open loop {rate}/s) p99 {lg['p99']:.0f} ms, max {lg['max']:.0f} ms, "
+                f"{result['requests']} requests")
+        if locust:
+            note += (f"; Locust ({users} users, ~{rate}/s) p99 {locust['p99']:.0f} ms, max {locust['max']:.0f} ms, "
+                     f"{locust['requests']} requests — Locust's users wait out the stall, so only {users} "
+                     "samples see it (coordinated omission)")
+        reported = lg["p99"] >= 0.8 * length * 1000
+        value = lg["p99"] / locust["p99"] if locust and locust["p99"] > 0 else None
+        self.ratio("stall", name, value, "loadgen reports the stall", reported,
+                   f"loadgen run --path / --rate {rate} --duration {seconds} vs locust -u {users} with wait "
+                   f"{users / rate:g}s, against a server stalling {length:g}s after {after:g}s", note=note,
+                   loadgen={"p50": lg["p50"], "p99": lg["p99"], "max": lg["max"], "requests": result["requests"]},
+                   locust=locust, stall_seconds=length)
+
+    def seed(self) -> None:
+        log("seeding (10 users, 200 products, 100 reviews)")
+        proc = subprocess.run([self.python, "-m", "loadgen", "seed", "--target", self.gateway, "--users", "10",
+                               "--products", "200", "--reviews", "100"], cwd=REPO, capture_output=True, text=True,
+                              timeout=900)
+        if proc.returncode != 0:
+            raise TargetError(f"seeding failed: {proc.stdout[-300:]} {proc.stderr[-300:]}")
+        self.hot = json.loads(urllib.request.urlopen(
+            f"{self.gateway}/v1/products?q=lg-s1&sort=name&per_page=1", timeout=10).read())["items"][0]["id"]
+
+    def part_import(self) -> None:
+        name = "import submit latency: 10,000 products vs 1"
+        tmp = self.out / "import"
+        proc = subprocess.run([self.python, "-m", "loadgen", "experiment", "async", "--target", self.gateway,
+                               "--sizes", "1,10000", "--jobs", "3", "--job-timeout", "90", "--out", str(tmp),
+                               "--no-report"], cwd=REPO, capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["failed"])[-1].removeprefix("error: ")
+            return self.not_measured("import", name, "≤ 2×", why)
+        result = json.loads((tmp / "result.json").read_text())
+        ratio = result.get("submit_ratio_largest_vs_smallest")
+        rows = {r["size"]: r for r in result["rows"]}
+        if ratio is None:
+            first = next((j for r in result["rows"] for j in r["jobs"] if j.get("error")), {})
+            return self.not_measured("import", name, "≤ 2×", f"imports were not accepted: {first.get('error')}")
+        self.ratio("import", name, ratio, "≤ 2×", ratio <= 2.0,
+                   "loadgen experiment async --sizes 1,10000 --jobs 3",
+                   note=f"median submit {rows[1]['submit_ms_median']} ms (1 product) vs "
+                        f"{rows[10000]['submit_ms_median']} ms (10,000); completion "
+                        f"{rows[1]['completion_s_median']} s vs {rows[10000]['completion_s_median']} s",
+                   rows=[{k: v for k, v in r.items() if k != "jobs"} for r in result["rows"]])
+
+    def start_bare(self) -> str:
+        from stack import cgroups
+
+        port = self.stack.layout.replica_port("catalog", 40)  # a port of the stack's range no replica uses
+        env = self.stack.replica_env("catalog", 40)
+        env.update({"REPLICA_ID": "bare-1", "PORT": str(port),
+                    "PROMETHEUS_MULTIPROC_DIR": str(self.stack.layout.run_dir / "metrics" / "bare-1")})
+        self.bare_cgroup = cgroups.create(f"{self.offset}-bench-bare", CPU_LIMIT)
+        argv = cgroups.wrap_command(self.bare_cgroup, [self.python, "-m", "loadgen.bench.bare_app"])
+        log_path = self.stack.layout.log_dir / "bare.log"
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.extra_procs.append(proc)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/bare", timeout=1)
+                return f"http://127.0.0.1:{port}"
+            except OSError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        raise TargetError(f"the bare Flask app did not start; see {log_path}")
+
+    def closed(self, url: str, path: str, seconds: float, users: int = 16, warmup: float = 2.0) -> dict:
+        cfg = RunConfig(target=url, mode="closed", concurrency=users, duration=seconds, warmup=warmup, path=path,
+                        timeout=10.0, slo={"p99": 10_000.0})
+        return self.run(cfg)
+
+    def part_bare(self) -> None:
+        name = "cached product page vs bare Flask route (same gunicorn settings, 0.25 CPU each)"
+        catalog = self.stack.service_replicas("catalog")[0]
+        page_url = f"http://127.0.0.1:{catalog.port}"
+        bare_url = self.start_bare()
+        seconds = 5 if self.quick else 8
+        urllib.request.urlopen(f"{page_url}/v1/products/{self.hot}", timeout=10).read()  # fill the cache
+        page = self.closed(page_url, f"/v1/products/{self.hot}", seconds)
+        bare = self.closed(bare_url, "/bare", seconds)
+        hits = page["cache"]
+        ratio = page["throughput_rps"] / bare["throughput_rps"] if bare["throughput_rps"] else None
+        self.ratio("bare", name, ratio, "≥ 0.8×", None if ratio is None else ratio >= 0.8,
+                   f"closed loop, 16 users, {seconds}s each, directly at catalog-1 (GET /v1/products/<id>) and at "
+                   "the bare app (GET /bare)",
+                   note=f"{page['throughput_rps']:.0f} vs {bare['throughput_rps']:.0f} req/s; page p50 "
+                        f"{page['latency_ms'].get('p50')} ms vs {bare['latency_ms'].get('p50')} ms; cache hits "
+                        f"{hits['hit']}/{hits['hit'] + hits['miss']}",
+                   page={"throughput_rps": page["throughput_rps"], "latency_ms": page["latency_ms"], "cache": hits},
+                   bare={"throughput_rps": bare["throughput_rps"], "latency_ms": bare["latency_ms"]})
+
+    def part_cache(self) -> None:
+        name = "product page with cache vs without (through the gateway, 0.25 CPU per replica)"
+        seconds = 5 if self.quick else 8
+        path = f"/v1/products/{self.hot}"
+        urllib.request.urlopen(f"{self.gateway}{path}", timeout=10).read()
+        cached = self.closed(self.gateway, path, seconds)
+        self.restart_catalog({"CACHE_PATTERNS": ""})
+        try:
+            uncached = self.closed(self.gateway, path, seconds)
+        finally:
+            self.restart_catalog({"CACHE_PATTERNS": "objects,queries"})
+        ratio = cached["throughput_rps"] / uncached["throughput_rps"] if uncached["throughput_rps"] else None
+        self.ratio("cache", name, ratio, "≥ 5×", None if ratio is None else ratio >= 5.0,
+                   f"closed loop, 16 users, {seconds}s each, GET /v1/products/<id> through the gateway with "
+                   "CACHE_PATTERNS=objects,queries and with CACHE_PATTERNS= (catalog restarted)",
+                   note=f"{cached['throughput_rps']:.0f} vs {uncached['throughput_rps']:.0f} req/s; p50 "
+                        f"{cached['latency_ms'].get('p50')} vs {uncached['latency_ms'].get('p50')} ms; DB round trips "
+                        f"per request {cached['cache']['db_round_trips_per_request']} vs "
+                        f"{uncached['cache']['db_round_trips_per_request']}",
+                   cached={"throughput_rps": cached["throughput_rps"], "latency_ms": cached["latency_ms"],
+                           "cache": cached["cache"]},
+                   uncached={"throughput_rps": uncached["throughput_rps"], "latency_ms": uncached["latency_ms"],
+                             "cache": uncached["cache"]})
+
+    def part_scale(self) -> None:
+        from ..experiments import capacity_search, prepare_workload
+        from ..target import parse_target
+        name = "throughput at the SLO: 4 catalog replicas vs 1 (0.25 CPU each)"
+        target = parse_target(self.gateway)
+        workload, mix = prepare_workload(target, 1, 10, 0, 10, {"browse": 30, "product": 70}, log)
+        base = RunConfig(target=self.gateway, mix=mix, warmup=1.5, timeout=5.0, slo={"p99": 250.0},
+                         connections=256)
+        step = 3.0 if self.quick else 4.0
+        # warm the cache (shared by every replica) so that both sides measure the same hit ratio
+        self.run(replace(base, mode="open", rate=20.0, duration=4.0, warmup=0.0))
+        points = {}
+        for count in (1, 4):
+            if len(self.stack.service_replicas("catalog")) != count:
+                self.stack.scale("catalog", count)
+                time.sleep(2)
+            start = 10.0 if count == 1 else max(10.0, points[1]["capacity_rps"] * 2.5)
+            result = capacity_search(base, workload, start, 1.35, 5000, 12, 2, step,
+                                     lambda line: log(line), label=f"{count} replicas", pause=0.5)
+            points[count] = result
+        ratio = points[4]["capacity_rps"] / points[1]["capacity_rps"] if points[1]["capacity_rps"] else None
+        self.details["scale"] = points
+        self.ratio("scale", name, ratio, "≥ 3.5×", None if ratio is None else ratio >= 3.5,
+                   f"capacity search (open loop, steps of {step:g}s ×1.35, 2 refinements, SLO p99 ≤ 250 ms) through "
+                   "the gateway, mix browse=30,product=70, catalog ×1 then ×4",
+                   note=f"{points[1]['capacity_rps']:.1f} req/s with 1 replica, {points[4]['capacity_rps']:.1f} with 4",
+                   one=points[1]["capacity_rps"], four=points[4]["capacity_rps"])
+
+    # ------------------------------------------------------------------ all of it
+    def main(self) -> None:
+        started = time.monotonic()
+        needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale"))
+        if needs_stack:
+            self.start_stack()
+        if "locust" in self.parts:
+            self._guard("locust", self.part_locust)
+        if "stall" in self.parts:
+            self._guard("stall", self.part_stall)
+        if any(p in self.parts for p in ("import", "bare", "cache", "scale")):
+            self.seed()
+            if "import" in self.parts:
+                self._guard("import", self.part_import)
+            if any(p in self.parts for p in ("bare", "cache", "scale")):
+                log(f"restarting user and catalog with a CPU limit of {CPU_LIMIT} each")
+                self.limit_replicas(catalog=1)
+                if "bare" in self.parts:
+                    self._guard("bare", self.part_bare)
+                if "cache" in self.parts:
+                    self._guard("cache", self.part_cache)
+                if "scale" in self.parts:
+                    self._guard("scale", self.part_scale)
+        self.details["seconds"] = round(time.monotonic() - started, 1)
+
+    def _guard(self, key: str, part) -> None:
+        try:
+            part()
+        except (TargetError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
+            names = {"locust": "loadgen vs Locust", "stall": "stalled server p99", "import": "import submit ratio",
+                     "bare": "cached page vs bare Flask", "cache": "cache vs no cache", "scale": "4 vs 1 replicas"}
+            self.not_measured(key, names[key], "-", f"failed: {type(exc).__name__}: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, from {','.join(PARTS)}")
+    parser.add_argument("--out", type=Path, default=None, help="default bench-results/<time>")
+    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", "10000")))
+    parser.add_argument("--quick", action="store_true", help="shorter measurements")
+    args = parser.parse_args(argv)
+    parts = [p.strip() for p in args.only.split(",") if p.strip()]
+    if any(p not in PARTS for p in parts):
+        print(f"error: --only takes parts from {','.join(PARTS)}", file=sys.stderr)
+        return 2
+    out = args.out or REPO / "bench-results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(out, args.port_offset, parts, args.quick)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        bench.main()
+    except KeyboardInterrupt:
+        log("interrupted")
+        code = 130
+    except Exception as exc:  # noqa: BLE001 - report what was measured, then fail
+        log(f"error: {type(exc).__name__}: {exc}")
+        code = 1
+    finally:
+        bench.stop_stack()
+    result = {"kind": "bench", "schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "ratios": bench.ratios,
+              "details": bench.details,
+              "summary": f"{sum(1 for r in bench.ratios if r['value'] is not None)} of {len(bench.ratios)} ratios "
+                         f"measured; {sum(1 for r in bench.ratios if r['met'])} met their target."}
+    (out / "bench.json").write_text(json.dumps(result, indent=1, default=str))
+    try:
+        from .. import report
+        report.build([out / "bench.json"], out)
+    except Exception as exc:  # noqa: BLE001 - the JSON is what matters
+        log(f"report not written: {exc}")
+    print()
+    print(f"{'ratio':<84} {'measured':>10}  {'target':<26} met")
+    for r in bench.ratios:
+        shown = "-" if r["value"] is None else f"{r['value']:.2f}×"
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        print(f"{r['name']:<84} {shown:>10}  {r['target']:<26} {met}")
+        if r["note"]:
+            print(f"    {r['note']}")
+    print(f"\nresults: {out / 'bench.json'}")
+    return code
