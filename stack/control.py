@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -124,6 +125,9 @@ class Stack:
         name = f"{service}-{index}"
         port = self.layout.replica_port(service, index)
         require_free({name: port})
+        metrics_dir = self.layout.run_dir / "metrics" / name  # fresh: samples of old pids would be summed
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
         limit = cgroups.create(f"{self.layout.port_offset}-{name}", self.cpu_limit)
         argv = cgroups.wrap_command(limit, [self.layout.python, "-m", f"services.{service}"])
         proc = spawn(argv, self.layout.log_file(name), env=self.replica_env(service, index), cwd=REPO)

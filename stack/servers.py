@@ -170,7 +170,9 @@ def nginx_config(layout: Layout, upstreams: dict[str, list[int]], max_body_mb: i
         servers = "\n".join(
             f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstreams.get(service, [])
         ) or "        server 127.0.0.1:9 down;  # no replica running"
-        blocks.append(f"    upstream {service} {{\n        least_conn;\n{servers}\n        keepalive 64;\n    }}")
+        # keepalive_timeout below gunicorn's 5 s: nginx never reuses a connection gunicorn closed.
+        blocks.append(f"    upstream {service} {{\n        least_conn;\n{servers}\n        keepalive 64;\n"
+                      f"        keepalive_timeout 4s;\n    }}")
     upstream_blocks = "\n".join(blocks)
     return f"""# Written by the local stack (stack/servers.py); rewritten and reloaded on every scale.
 worker_processes 1;
@@ -221,8 +223,12 @@ http {{
         location = /healthz {{ default_type application/json; add_header X-Served-By gateway always; return 200 '{{"status": "ok", "service": "gateway"}}'; }}
         location / {{ {_json_error(404, "not_found", "no route for this path")} }}
 
+        error_page 400 /__gateway_errors/400;
         error_page 413 @too_large;
+        error_page 414 @uri_too_long;
         error_page 502 503 504 @unavailable;
+        location = /__gateway_errors/400 {{ internal; {_json_error(400, "bad_request", "the gateway could not parse this request")} }}
+        location @uri_too_long {{ {_json_error(414, "uri_too_long", "the request line is too long")} }}
         location @too_large {{ {_json_error(413, "payload_too_large", "the body is larger than the gateway accepts")} }}
         location @unavailable {{ add_header Retry-After 1 always; {_json_error(503, "service_unavailable", "no replica could answer; retry later")} }}
     }}

@@ -1,6 +1,8 @@
 """Checks shared by the API tests: the JSON error format of DESIGN.md and raw-body requests."""
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 import requests
@@ -43,3 +45,38 @@ def post_raw(url: str, data: bytes | str, content_type: str | None = "applicatio
     if isinstance(data, str):
         data = data.encode("utf-8")
     return requests.request(method, url, data=data, headers=all_headers, timeout=TIMEOUT)
+
+
+# ---- catalog helpers (test_catalog.py, test_cache.py) ---------------------------------------
+
+def unique_slug(prefix: str = "t") -> str:
+    """A category slug no other test uses, so a test sees only its own products."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def product_body(category: str, **fields: Any) -> dict[str, Any]:
+    body = {"name": "Blue Mug", "description": "A mug, blue.", "price_cents": 1299, "currency": "EUR",
+            "category": category, "tags": ["mug", "kitchen"], "stock": 3}
+    body.update(fields)
+    return body
+
+
+def create_product(base: str, auth: dict[str, str], category: str, **fields: Any) -> dict[str, Any]:
+    """POST /v1/products and return the created product (asserting 201)."""
+    response = requests.post(f"{base}/v1/products", json=product_body(category, **fields), headers=auth,
+                             timeout=TIMEOUT)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of metric `name` whose labels include all of `labels` (Prometheus text)."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        label_text, _, value = line[len(name) + 1:].rpartition("} ")
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', label_text))
+        if all(found.get(key) == val for key, val in labels.items()):
+            total += float(value)
+    return total

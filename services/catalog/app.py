@@ -2,14 +2,24 @@
 from __future__ import annotations
 
 from flask import Flask
-
 from services.shared.app import create_service_app
 from services.shared.config import Settings, load_settings
 
+from pymongo.database import Database
+
+from services.shared import jobs, outbox
+
+from . import store
 from .categories import categories_bp
+from .imports import imports_bp
 from .products import products_bp
 from .reviews import reviews_bp
-from .store import create_indexes
+
+
+def create_indexes(db: Database) -> None:
+    store.create_indexes(db)
+    jobs.create_indexes(db)
+    outbox.create_indexes(db)
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -17,4 +27,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(products_bp)
     app.register_blueprint(reviews_bp)
     app.register_blueprint(categories_bp)
+    app.register_blueprint(imports_bp)
     return app

@@ -6,8 +6,8 @@ from flask import Blueprint
 from services.shared.api import operation
 from services.shared.app import resources
 
-from . import caching, listing
-from .models import CategoryList
+from . import caching, listing, projections
+from .models import CategoryList, CategoryStatsList
 
 categories_bp = Blueprint("categories", __name__)
 
@@ -19,3 +19,10 @@ def list_categories():
     result, status = listing.read_categories(res.db, res.cache, res.settings.cache_enabled("queries"))
     caching.count("catalog", "queries", status)
     return result, 200, {"X-Cache": status}
+
+
+@categories_bp.get("/v1/categories/stats")
+@operation("Per-category statistics derived from catalog.events by the workers (eventually consistent)",
+           tag="categories", responses={200: CategoryStatsList})
+def category_statistics():
+    return {"items": projections.category_stats(resources().db)}

@@ -1,4 +1,5 @@
-"""Catalog writes: each changes MongoDB, then bumps the generations of what it changed.
+"""Catalog writes: each changes MongoDB, bumps the generations of what it changed, and
+emits a domain event on `catalog.events` (keyed by product id, through the outbox).
 
 The bump happens before the caller is answered, so no read that starts after a write
 returned can be served a cached page, list or count from before it.
@@ -7,9 +8,31 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
+from services.shared import outbox
 from services.shared.cache import Cache, bump_generations
+from services.shared.events import TOPIC_CATALOG_EVENTS, Publisher
+from services.shared.locks import document_lock
 
 from . import caching, store
+
+
+def product_event(kind: str, doc: dict) -> dict:
+    """What consumers of catalog.events get: enough to maintain derived data, with the version."""
+    return {
+        "type": kind,
+        "product_id": str(doc["_id"]),
+        "version": doc.get("version", 1),
+        "category": doc["category"],
+        "price_cents": doc["price_cents"],
+        "seller_id": doc["seller_id"],
+        "rating_count": doc.get("rating_count", 0),
+        "rating_sum": doc.get("rating_sum", 0),
+        "at": doc["updated_at"].isoformat(),
+    }
+
+
+def _emit(db: Database, publisher: Publisher, kind: str, doc: dict) -> None:
+    outbox.emit(db, publisher, TOPIC_CATALOG_EVENTS, str(doc["_id"]), product_event(kind, doc))
 
 
 class ProductNotFound(Exception):
@@ -27,9 +50,10 @@ def _invalidate(cache: Cache, product_id: str | None) -> None:
     bump_generations(cache, keys)
 
 
-def create_product(db: Database, cache: Cache, seller_id: str, fields: dict) -> dict:
+def create_product(db: Database, cache: Cache, publisher: Publisher, seller_id: str, fields: dict) -> dict:
     doc = store.create_product(db, seller_id, fields)
     _invalidate(cache, str(doc["_id"]))
+    _emit(db, publisher, "product.created", doc)
     return doc
 
 
@@ -42,24 +66,38 @@ def _owned_product(db: Database, product_id: str, user_id: str) -> dict:
     return product
 
 
-def change_product(db: Database, cache: Cache, product_id: str, user_id: str, changes: dict) -> dict:
+def _product_lock(db: Database, product_id: str):
+    return document_lock(db, f"product:{product_id}")
+
+
+def change_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str,
+                   changes: dict) -> dict:
     _owned_product(db, product_id, user_id)
-    doc = store.update_product(db, product_id, changes)
+    with _product_lock(db, product_id):
+        doc = store.update_product(db, product_id, changes)
     _invalidate(cache, product_id)
     if doc is None:  # deleted meanwhile
         raise ProductNotFound()
+    _emit(db, publisher, "product.updated", doc)
     return doc
 
 
-def remove_product(db: Database, cache: Cache, product_id: str, user_id: str) -> None:
+def remove_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str) -> None:
     _owned_product(db, product_id, user_id)
-    store.delete_product(db, product_id)
+    doc = store.delete_product(db, product_id)
     _invalidate(cache, product_id)
+    if doc is not None:
+        doc["version"] = doc.get("version", 1) + 1  # the deletion is the product's last version
+        _emit(db, publisher, "product.deleted", doc)
 
 
-def post_review(db: Database, cache: Cache, product_id: str, author_id: str, rating: int, text: str) -> dict:
+def post_review(db: Database, cache: Cache, publisher: Publisher, product_id: str, author_id: str, rating: int,
+                text: str) -> dict:
     if store.find_product(db, product_id) is None:
         raise ProductNotFound()
-    review = store.add_review(db, product_id, author_id, rating, text)
+    with _product_lock(db, product_id):
+        review = store.add_review(db, product_id, author_id, rating, text)
     _invalidate(cache, product_id)
+    if review.get("product") is not None:
+        _emit(db, publisher, "review.created", review["product"])
     return review

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from services.shared.api import QueryParams, RequestBody
 from services.shared.validation import long_text, short_text
@@ -12,6 +12,7 @@ MAX_PRICE_CENTS = 100_000_000_00  # one hundred million in any currency
 MAX_STOCK = 1_000_000_000
 MAX_PER_PAGE = 100
 MAX_PAGE = 10_000
+MAX_IMPORT_PRODUCTS = 10_000
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", min_length=1, max_length=40)]
 Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", min_length=1, max_length=30)]
@@ -54,6 +55,12 @@ class ProductPatch(RequestBody):
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
         return self
+
+
+class ImportBody(RootModel[Annotated[list[NewProduct], Field(min_length=1, max_length=MAX_IMPORT_PRODUCTS)]]):
+    """Products to import: a JSON array of 1 to 10,000 products, each as for POST /v1/products."""
+
+    model_config = ConfigDict(strict=True)
 
 
 class NewReview(RequestBody):
@@ -145,6 +152,19 @@ class CategoryList(BaseModel):
     """Every category with its number of products"""
 
     items: list[Category]
+
+
+class CategoryStats(BaseModel):
+    slug: str
+    product_count: int
+    average_price_cents: int | None
+    last_event_lag_ms: float | None
+
+
+class CategoryStatsList(BaseModel):
+    """Per-category statistics, maintained asynchronously from catalog.events"""
+
+    items: list[CategoryStats]
 
 
 class Review(BaseModel):

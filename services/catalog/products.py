@@ -24,7 +24,7 @@ def _with_cache_header(body: dict, status: str, code: int = 200):
 def create_product(body: NewProduct):
     principal = require_principal()
     res = resources()
-    doc = commands.create_product(res.db, res.cache, principal.user_id, body.model_dump())
+    doc = commands.create_product(res.db, res.cache, res.publisher, principal.user_id, body.model_dump())
     return store.product_view(doc), 201
 
 
@@ -63,7 +63,7 @@ def patch_product(product_id: str, body: ProductPatch):
     principal = require_principal()
     res = resources()
     try:
-        doc = commands.change_product(res.db, res.cache, product_id.lower(), principal.user_id,
+        doc = commands.change_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id,
                                       body.model_dump(exclude_unset=True))
     except commands.ProductNotFound:
         raise NotFound("no product with this id") from None
@@ -79,7 +79,7 @@ def delete_product(product_id: str):
     principal = require_principal()
     res = resources()
     try:
-        commands.remove_product(res.db, res.cache, product_id.lower(), principal.user_id)
+        commands.remove_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id)
     except commands.ProductNotFound:
         raise NotFound("no product with this id") from None
     except commands.NotTheSeller:

@@ -20,7 +20,7 @@ def create_review(product_id: str, body: NewReview):
     principal = require_principal()
     res = resources()
     try:
-        review = commands.post_review(res.db, res.cache, product_id.lower(), principal.user_id,
+        review = commands.post_review(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id,
                                       body.rating, body.text)
     except commands.ProductNotFound:
         raise NotFound("no product with this id") from None

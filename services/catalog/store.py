@@ -7,13 +7,14 @@ review; no `$lookup` is used anywhere.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from services.shared.api import iso_time
 
@@ -102,6 +103,7 @@ def create_product(db: Database, seller_id: str, fields: dict) -> dict:
         "rating_sum": 0,
         "rating_count": 0,
         "rating_avg": 0.0,
+        "version": 1,
         "created_at": now,
         "updated_at": now,
     }
@@ -122,14 +124,16 @@ def update_product(db: Database, product_id: str, changes: dict) -> dict | None:
         changes["name_lower"] = changes["name"].lower()
     changes["updated_at"] = _now()
     return db[PRODUCTS].find_one_and_update(
-        {"_id": ObjectId(product_id)}, {"$set": changes}, return_document=ReturnDocument.AFTER
+        {"_id": ObjectId(product_id)}, {"$set": changes, "$inc": {"version": 1}},
+        return_document=ReturnDocument.AFTER,
     )
 
 
-def delete_product(db: Database, product_id: str) -> None:
-    """Delete the product first (it disappears at once), then its reviews."""
-    db[PRODUCTS].delete_one({"_id": ObjectId(product_id)})
+def delete_product(db: Database, product_id: str) -> dict | None:
+    """Delete the product first (it disappears at once), then its reviews; return what was deleted."""
+    doc = db[PRODUCTS].find_one_and_delete({"_id": ObjectId(product_id)})
     db[REVIEWS].delete_many({"product_id": product_id})
+    return doc
 
 
 def add_review(db: Database, product_id: str, author_id: str, rating: int, text: str) -> dict:
@@ -147,7 +151,7 @@ def add_review(db: Database, product_id: str, author_id: str, rating: int, text:
     try:
         product = db[PRODUCTS].find_one_and_update(
             {"_id": ObjectId(product_id)},
-            {"$inc": {"rating_sum": rating, "rating_count": 1}, "$set": {"updated_at": _now()}},
+            {"$inc": {"rating_sum": rating, "rating_count": 1, "version": 1}, "$set": {"updated_at": _now()}},
             return_document=ReturnDocument.AFTER,
         )
         if product is not None:
@@ -159,7 +163,39 @@ def add_review(db: Database, product_id: str, author_id: str, rating: int, text:
     except PyMongoError:
         db[REVIEWS].delete_one({"_id": doc["_id"]})
         raise
+    doc["product"] = product
     return doc
+
+
+def import_id(job_id: str, index: int) -> ObjectId:
+    """The stable id of the index-th product of an import job: re-running the job upserts the same ids."""
+    return ObjectId(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:12])
+
+
+def upsert_imported(db: Database, seller_id: str, job_id: str, start: int, items: list[dict]) -> list[dict]:
+    """Write one batch of an import; running it twice leaves the same data as once.
+
+    Returns the documents as written (for their events); a product that already exists
+    (the batch ran before) is left as it is.
+    """
+    now = _now()
+    docs = [
+        {"_id": import_id(job_id, start + offset), "seller_id": seller_id, **fields,
+         "name_lower": fields["name"].lower(), "rating_sum": 0, "rating_count": 0, "rating_avg": 0.0,
+         "version": 1, "created_at": now, "updated_at": now, "import_job": job_id}
+        for offset, fields in enumerate(items)
+    ]
+    if not docs:
+        return []
+    for slug in {item["category"] for item in items}:
+        _ensure_category(db, slug)
+    try:  # plain inserts: an upsert batch makes FerretDB hold one connection per update
+        db[PRODUCTS].insert_many(docs, ordered=False)
+    except BulkWriteError as exc:
+        others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
+        if others:  # anything but "already there from an earlier run" is a real failure
+            raise
+    return docs
 
 
 def latest_reviews(db: Database, product_id: str, limit: int = REVIEWS_ON_PAGE) -> list[dict]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from flask import Flask, request
+from flask import Flask, current_app, request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import MalformedJson, UnsupportedMediaType, ValidationFailed
@@ -123,13 +123,20 @@ def operation(
     query: type[BaseModel] | None = None,
     responses: dict[int, type[BaseModel] | str | None] | None = None,
     auth: bool = False,
+    body_limit_setting: str | None = None,
 ) -> Callable:
-    """Validate the request with `body`/`query` models and pass them as keyword arguments."""
+    """Validate the request with `body`/`query` models and pass them as keyword arguments.
+
+    `body_limit_setting` names a Settings field that replaces MAX_BODY_BYTES for this route.
+    """
     spec = Operation(summary, tag, body, query, responses or {}, auth)
 
     def decorate(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
+            if body_limit_setting is not None:
+                settings = current_app.extensions["scaleshop"].settings
+                request.max_content_length = getattr(settings, body_limit_setting)
             if spec.query is not None:
                 kwargs["query"] = parse_query(spec.query)
             if spec.body is not None:

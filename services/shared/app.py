@@ -24,7 +24,7 @@ from .api import openapi_document
 from .cache import Cache
 from .config import Settings
 from .errors import register_error_handlers
-from .events import check_kafka
+from .events import Publisher, check_kafka
 from .logs import configure_logging
 from .metrics import HTTP_LATENCY, HTTP_REQUESTS, render_metrics
 
@@ -42,6 +42,7 @@ class Resources:
     settings: Settings
     mongo: MongoClient
     cache: Cache
+    publisher: Publisher
     indexes: dbmod.IndexSetup | None = None
     extra: dict = field(default_factory=dict)
 
@@ -73,7 +74,8 @@ def create_service_app(
     app.json.ensure_ascii = False
     app.url_map.strict_slashes = False
 
-    res = Resources(service, settings, dbmod.connect(settings, service), Cache(settings))
+    res = Resources(service, settings, dbmod.connect(settings, service), Cache(settings),
+                    Publisher(settings, f"{service}-{settings.replica_id}"))
     if create_indexes is not None:
         res.indexes = dbmod.IndexSetup(create_indexes)
         if not res.indexes.try_ensure(res.mongo[settings.mongodb_database]):

@@ -1,8 +1,9 @@
-"""Memcached access for cache-aside: a client that never fails a request.
+"""Memcached access for cache-aside: a client that never fails a request, and the
+namespace generations that make cached data stale at once after a write.
 
-A look-up or store that cannot reach memcached returns as a miss (or does nothing)
-and marks the cache as down; callers answer from the database, and the next call
-tries memcached again, so caching resumes by itself when it returns.
+A look-up that cannot reach memcached says so (None), callers answer from the database
+(`X-Cache: bypass`), and the next call tries memcached again, so caching resumes by
+itself when it returns.
 """
 from __future__ import annotations
 
@@ -11,112 +12,120 @@ import random
 import time
 from typing import Any
 
-from pymemcache.client.hash import HashClient
 from pymemcache import serde
+from pymemcache.client.base import PooledClient
+from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError
 
 from .config import Settings
 
 log = logging.getLogger(__name__)
 
 
+class CacheUnavailable(Exception):
+    """memcached could not be reached for this call."""
+
+
 class Cache:
-    """Thin cache-aside wrapper over pymemcache's HashClient with short timeouts."""
+    """Cache-aside client: keys spread over the servers by rendezvous hashing, short timeouts.
+
+    Every call reaches the real server (pymemcache's HashClient is not used because it
+    answers a default value, silently, while it considers a server failed); a server that
+    just failed is skipped for `BREAKER_SECONDS`, and that too is reported as a failure.
+    """
+
+    BREAKER_SECONDS = 0.5
 
     def __init__(self, settings: Settings):
         timeout = settings.memcached_timeout_ms / 1000
-        servers = []
+        self._clients: dict[str, PooledClient] = {}
+        self._hash = RendezvousHash()
         for item in settings.memcached_servers:
             host, _, port = item.rpartition(":")
-            servers.append((host, int(port)))
-        self._client = HashClient(
-            servers,
-            connect_timeout=timeout,
-            timeout=timeout,
-            serde=serde.pickle_serde,
-            use_pooling=True,
-            max_pool_size=32,
-            retry_attempts=1,
-            dead_timeout=1,
-            ignore_exc=False,
-        )
+            self._clients[item] = PooledClient(
+                (host, int(port)), connect_timeout=timeout, timeout=timeout, serde=serde.pickle_serde,
+                max_pool_size=32, no_delay=True,
+            )
+            self._hash.add_node(item)
+        self._broken_until: dict[str, float] = {}
         self.default_ttl = settings.cache_ttl_seconds
-        self.last_error: str | None = None
-        self.last_error_at = 0.0
+        self._last_warning = 0.0
 
-    def _failed(self, exc: Exception) -> None:
-        if self.last_error is None or time.monotonic() - self.last_error_at > 5:
-            log.warning("memcached unavailable: %s", exc)
-        self.last_error, self.last_error_at = f"{type(exc).__name__}: {exc}", time.monotonic()
+    def _server(self, key: str) -> str:
+        return self._hash.get_node(key)
 
-    def _ok(self) -> None:
-        self.last_error = None
-
-    def get(self, key: str) -> Any | None:
+    def _run(self, server: str, call, force: bool = False):
+        if not force and time.monotonic() < self._broken_until.get(server, 0.0):
+            raise CacheUnavailable(f"{server} failed moments ago")
         try:
-            value = self._client.get(key)
-        except Exception as exc:  # noqa: BLE001 - any cache failure is a miss
-            self._failed(exc)
-            return None
-        self._ok()
-        return value
+            return call(self._clients[server])
+        except (OSError, MemcacheError) as exc:
+            self._broken_until[server] = time.monotonic() + self.BREAKER_SECONDS
+            if time.monotonic() - self._last_warning > 5:
+                self._last_warning = time.monotonic()
+                log.warning("memcached %s unavailable: %s", server, exc)
+            raise CacheUnavailable(str(exc)) from None
+
+    def _ttl(self, ttl: int | None) -> int:
+        return self.default_ttl if ttl is None else ttl
 
     def get_many(self, keys: list[str]) -> dict[str, Any] | None:
         """Values found (one round trip per server); None when memcached cannot be reached."""
+        by_server: dict[str, list[str]] = {}
+        for key in keys:
+            by_server.setdefault(self._server(key), []).append(key)
+        found: dict[str, Any] = {}
         try:
-            values = self._client.get_many(keys)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            for server, server_keys in by_server.items():
+                found.update(self._run(server, lambda c, k=server_keys: c.get_many(k)))
+        except CacheUnavailable:
             return None
-        self._ok()
-        return values
+        return found
 
-    def incr(self, key: str) -> int | None:
-        """Add one; None when the key is absent or memcached cannot be reached."""
-        try:
-            value = self._client.incr(key, 1, noreply=False)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
-            return None
-        self._ok()
-        return value
+    def get(self, key: str) -> Any | None:
+        """The value, or None when absent or when memcached cannot be reached."""
+        values = self.get_many([key])
+        return None if values is None else values.get(key)
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> bool:
         try:
-            self._client.set(key, value, expire=self.default_ttl if ttl is None else ttl, noreply=False)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            return bool(self._run(self._server(key),
+                                  lambda c: c.set(key, value, expire=self._ttl(ttl), noreply=False)))
+        except CacheUnavailable:
             return False
-        self._ok()
-        return True
+
+    def set_now(self, key: str, value: Any, ttl: int | None = None) -> None:
+        """Like set, ignoring the breaker and raising CacheUnavailable (for invalidations)."""
+        self._run(self._server(key), lambda c: c.set(key, value, expire=self._ttl(ttl), noreply=False), force=True)
 
     def add(self, key: str, value: Any, ttl: int | None = None) -> bool:
         """Store only if absent; False when present or when memcached is down. ttl=0: no expiry."""
         try:
-            stored = self._client.add(key, value, expire=self.default_ttl if ttl is None else ttl, noreply=False)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            return bool(self._run(self._server(key),
+                                  lambda c: c.add(key, value, expire=self._ttl(ttl), noreply=False)))
+        except CacheUnavailable:
             return False
-        self._ok()
-        return bool(stored)
 
     def delete(self, key: str) -> bool:
         try:
-            self._client.delete(key, noreply=False)
-        except Exception as exc:  # noqa: BLE001
-            self._failed(exc)
+            self._run(self._server(key), lambda c: c.delete(key, noreply=False))
+        except CacheUnavailable:
             return False
-        self._ok()
         return True
 
-    @property
-    def down(self) -> bool:
-        """True when the last call could not reach memcached."""
-        return self.last_error is not None
+    def incr(self, key: str) -> int | None:
+        """Add one; None when the key is absent. Raises CacheUnavailable.
+
+        Always tries the server, even right after a failure: an invalidation must not be
+        skipped because memcached was away a moment ago.
+        """
+        return self._run(self._server(key), lambda c: c.incr(key, 1, noreply=False), force=True)
 
     def check(self) -> None:
-        """Raise if no memcached server answers (used by /readyz)."""
-        for client in self._client.clients.values():
-            client.version()
+        """Raise unless every memcached server answers (used by /readyz)."""
+        for server, client in self._clients.items():
+            self._broken_until.pop(server, None)
+            self._run(server, lambda c: c.version())
 
 
 # ---- Namespace generations: how a write makes cached data unreachable at once ------------
@@ -159,12 +168,19 @@ def read_generations(cache: Cache, keys: list[str], known: dict[str, Any] | None
 
 
 def bump_generations(cache: Cache, keys: list[str]) -> bool:
-    """Make every entry that depends on these namespaces stale. False if memcached was unreachable."""
+    """Make every entry that depends on these namespaces stale. False if memcached was unreachable.
+
+    Unreachable means no replica can read those entries either; a memcached that comes
+    back after a restart is empty, so nothing stale survives.
+    """
     ok = True
     for key in keys:
-        if cache.incr(key) is None and not cache.down:
-            cache.set(key, _fresh_generation(), ttl=0)  # absent (evicted): any fresh value will do
-        ok = ok and not cache.down
+        try:
+            if cache.incr(key) is None:  # absent (evicted): any fresh value will do
+                cache.set_now(key, _fresh_generation(), ttl=0)
+        except CacheUnavailable:
+            log.warning("could not invalidate %s: memcached unreachable", key)
+            ok = False
     return ok
 
 

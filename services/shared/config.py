@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     memcached_servers: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:11211",)
     memcached_timeout_ms: int = Field(200, ge=10, le=10000)
     kafka_bootstrap_servers: Annotated[tuple[str, ...], NoDecode] = ("127.0.0.1:9092",)
+    kafka_timeout_ms: int = Field(1000, ge=50, le=60000)
     user_service_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+(/.*)?$")
 
     # Auth
@@ -48,6 +49,7 @@ class Settings(BaseSettings):
     bind_host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
     max_body_bytes: int = Field(1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    max_import_bytes: int = Field(16 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     gunicorn_workers: int = Field(2, ge=1, le=64)
     gunicorn_threads: int = Field(4, ge=1, le=256)
     gunicorn_timeout: int = Field(30, ge=1, le=3600)

@@ -1,13 +1,22 @@
-"""Kafka: the topic names of DESIGN.md and a reachability check for /readyz.
+"""Kafka: the topic names of DESIGN.md, a publisher that never blocks a request for long,
+and a reachability check for /readyz.
 
-Producers and consumers are created where they are used (kafka-python), with the
-bootstrap servers from `KAFKA_BOOTSTRAP_SERVERS`.
+The publisher (kafka-python's KafkaProducer, created lazily once per process) waits at
+most `KAFKA_TIMEOUT_MS` for an acknowledgement; a caller that gets False has a durable
+record to fall back on (the jobs outbox), so a down broker never fails a request.
 """
 from __future__ import annotations
 
+import json
+import logging
 import socket
+import threading
+import time
+from typing import Any
 
 from .config import Settings
+
+log = logging.getLogger(__name__)
 
 TOPIC_JOBS = "jobs"
 TOPIC_JOBS_DLQ = "jobs.dlq"
@@ -28,3 +37,69 @@ def check_kafka(settings: Settings, timeout: float = 0.5) -> None:
         except OSError as exc:
             last = exc
     raise last or OSError("no Kafka bootstrap server configured")
+
+
+class Publisher:
+    """Publishes JSON messages with a key; returns whether the broker acknowledged them."""
+
+    def __init__(self, settings: Settings, client_id: str):
+        self.settings, self.client_id = settings, client_id
+        self._producer = None
+        self._lock = threading.Lock()
+        self._next_try = 0.0
+
+    def _get(self):
+        if self._producer is not None:
+            return self._producer
+        with self._lock:
+            if self._producer is None and time.monotonic() >= self._next_try:
+                from kafka import KafkaProducer
+
+                timeout = self.settings.kafka_timeout_ms
+                try:
+                    self._producer = KafkaProducer(
+                        bootstrap_servers=list(self.settings.kafka_bootstrap_servers),
+                        client_id=self.client_id,
+                        acks="all",
+                        linger_ms=0,
+                        max_block_ms=timeout,
+                        request_timeout_ms=max(timeout, 1000),
+                        delivery_timeout_ms=max(timeout * 2, 2000),
+                        retries=0,
+                        key_serializer=lambda key: key.encode(),
+                        value_serializer=lambda value: json.dumps(value, separators=(",", ":")).encode(),
+                    )
+                except Exception as exc:  # noqa: BLE001 - broker down: callers fall back to the outbox
+                    log.warning("Kafka producer unavailable: %s", exc)
+                    self._next_try = time.monotonic() + 1.0
+        return self._producer
+
+    def publish(self, topic: str, key: str, value: dict[str, Any]) -> bool:
+        producer = self._get()
+        if producer is None:
+            return False
+        try:
+            producer.send(topic, key=key, value=value).get(timeout=self.settings.kafka_timeout_ms / 1000 * 2)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("publish to %s failed: %s", topic, type(exc).__name__)
+            return False
+        return True
+
+    def publish_many(self, topic: str, messages: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Send a batch and wait for every acknowledgement; False if any was not acknowledged."""
+        producer = self._get()
+        if producer is None:
+            return False
+        try:
+            futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+            producer.flush(timeout=max(5.0, self.settings.kafka_timeout_ms / 1000 * 4))
+            for future in futures:
+                future.get(timeout=self.settings.kafka_timeout_ms / 1000 * 2)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("batch publish to %s failed: %s", topic, type(exc).__name__)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=2)

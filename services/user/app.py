@@ -6,9 +6,18 @@ from flask import Flask
 from services.shared.app import create_service_app
 from services.shared.config import Settings, load_settings
 
-from .accounts import create_indexes
+from pymongo.database import Database
+
+from services.shared import jobs
+
+from . import accounts
 from .sessions import sessions_bp
 from .users import users_bp
+
+
+def create_indexes(db: Database) -> None:
+    accounts.create_indexes(db)
+    jobs.create_indexes(db)
 
 
 def create_app(settings: Settings | None = None) -> Flask:

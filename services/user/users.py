@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from services.shared import jobs
 from services.shared.api import operation
 from services.shared.app import require_principal, resources
 from services.shared.errors import Conflict, NotFound
+from services.shared.job_models import JobAccepted, accepted
 
 from . import accounts
 from .models import NewUser, ProfileBatch, ProfileBatchQuery, ProfileUpdate, PublicProfile, User
@@ -59,3 +61,13 @@ def get_profile(user_id: str):
 def list_profiles(query: ProfileBatchQuery):
     found, missing = accounts.find_profiles(resources().db, query.id_list())
     return {"items": [accounts.public_view(doc) for doc in found], "missing": missing}
+
+
+@users_bp.post("/v1/users/me/export")
+@operation("Export everything the signed-in user owns, as a job (answers 202 at once)", tag="users", auth=True,
+           responses={202: JobAccepted})
+def export_me():
+    principal = require_principal()
+    res = resources()
+    doc = jobs.submit(res.db, res.publisher, "export", principal.user_id, total=3)
+    return accepted(doc)

@@ -1,25 +1,40 @@
-"""The worker process: a Kafka consumer loop plus /healthz and /metrics on PORT."""
+"""The worker process: one member of the `scaleshop-workers` consumer group.
+
+It consumes `jobs` (runs each job to its end, see runner.py) and `catalog.events`
+(folds them into derived data, see services/catalog/projections.py), committing each
+offset only after the effect is durable. A relay thread publishes what the outbox holds.
+/healthz, /readyz and /metrics are served on PORT.
+"""
 from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
-import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
 
+from services.catalog import projections
+from services.shared import db as dbmod
+from services.shared import jobs, outbox
+from services.shared.cache import Cache
 from services.shared.config import ConfigError, Settings, load_settings
-from services.shared.events import TOPIC_CATALOG_EVENTS, TOPIC_JOBS
+from services.shared.events import TOPIC_CATALOG_EVENTS, TOPIC_JOBS, Publisher
 from services.shared.logs import configure_logging
 from services.shared.metrics import render_metrics
+
+from . import runner
+from .handlers import HANDLERS
 
 log = logging.getLogger("worker")
 
 CONSUMER_GROUP = "scaleshop-workers"
+RELAY_INTERVAL_S = 1.0
 
 
 class WorkerState:
@@ -27,27 +42,35 @@ class WorkerState:
 
     def __init__(self) -> None:
         self.stopping = threading.Event()
-        self.connected = False
-        self.assigned: list[str] = []
+        self.connected: dict[str, bool] = {TOPIC_JOBS: False, TOPIC_CATALOG_EVENTS: False}
+        self.assigned: dict[str, list[str]] = {}
+        self.current_job: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return all(self.connected.values())
 
 
 def _probe_app(state: WorkerState, settings: Settings):
     def app(environ, start_response):
         path = environ.get("PATH_INFO", "")
+        status = "200 OK"
         if path == "/healthz":
-            body, ctype, status = json.dumps({"status": "ok", "service": "worker"}).encode(), "application/json", "200 OK"
+            doc = {"status": "ok", "service": "worker"}
         elif path == "/readyz":
-            doc = {"status": "ready" if state.connected else "degraded", "service": "worker",
-                   "dependencies": {"kafka": {"state": "up" if state.connected else "down"}},
-                   "assigned": state.assigned}
-            body, ctype, status = json.dumps(doc).encode(), "application/json", "200 OK"
+            doc = {"status": "ready" if state.ready else "degraded", "service": "worker",
+                   "dependencies": {"kafka": {"state": "up" if state.ready else "down"}},
+                   "assigned": sorted(p for parts in list(state.assigned.values()) for p in parts),
+                   "current_job": state.current_job}
         elif path == "/metrics":
             body, ctype = render_metrics()
-            status = "200 OK"
+            start_response(status, [("Content-Type", ctype), ("X-Served-By", settings.replica_id)])
+            return [body]
         else:
-            body, ctype, status = b'{"error": {"code": "not_found", "message": "no such path", "details": []}}', "application/json", "404 Not Found"
-        start_response(status, [("Content-Type", ctype), ("X-Served-By", settings.replica_id)])
-        return [body]
+            status = "404 Not Found"
+            doc = {"error": {"code": "not_found", "message": "no such path", "details": []}}
+        start_response(status, [("Content-Type", "application/json"), ("X-Served-By", settings.replica_id)])
+        return [json.dumps(doc).encode()]
 
     return app
 
@@ -62,40 +85,114 @@ def _serve_probes(state: WorkerState, settings: Settings) -> None:
     threading.Thread(target=server.serve_forever, name="probes", daemon=True).start()
 
 
-def consume(state: WorkerState, settings: Settings) -> None:
-    """Join the consumer group and poll until asked to stop; reconnect with backoff."""
-    backoff = 0.5
-    while not state.stopping.is_set():
+class Worker:
+    def __init__(self, settings: Settings, state: WorkerState):
+        self.settings, self.state = settings, state
+        self.mongo = dbmod.connect(settings, "worker")
+        self.db = self.mongo[settings.mongodb_database]
+        self.cache = Cache(settings)
+        self.publisher = Publisher(settings, f"worker-{settings.replica_id}")
+        self.indexes = dbmod.IndexSetup(self._create_indexes)
+
+    @staticmethod
+    def _create_indexes(db) -> None:
+        jobs.create_indexes(db)
+        outbox.create_indexes(db)
+        projections.create_indexes(db)
+
+    def handle(self, topic: str, raw: bytes) -> None:
+        """Process one message to a durable outcome; raise to leave it uncommitted."""
+        self.indexes.ensure(self.db)
         try:
-            consumer = KafkaConsumer(
-                bootstrap_servers=list(settings.kafka_bootstrap_servers),
-                group_id=CONSUMER_GROUP,
-                client_id=settings.replica_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                request_timeout_ms=30000,
-            )
-        except KafkaError as exc:
-            log.warning("Kafka unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff)
-            state.stopping.wait(backoff)
-            backoff = min(backoff * 2, 10)
-            continue
+            message = json.loads(raw)
+        except ValueError:
+            message = None
+        if topic == TOPIC_JOBS:
+            if not isinstance(message, dict) or not isinstance(message.get("job_id"), str):
+                runner.park_unreadable(self.publisher, raw, "not a job message")
+                return
+            self.state.current_job = message["job_id"]
+            try:
+                outcome = runner.run_job(self.db, self.cache, self.publisher, HANDLERS, message["job_id"],
+                                         self.state.stopping.is_set)
+            finally:
+                self.state.current_job = None
+            log.info("job %s: %s", message["job_id"], outcome)
+        elif topic == TOPIC_CATALOG_EVENTS:
+            if isinstance(message, dict) and {"product_id", "version", "type"} <= set(message):
+                projections.apply_event(self.db, self.cache, message)
+            else:
+                log.error("ignoring an unreadable event on %s", topic)
+
+    def relay_forever(self) -> None:
+        while not self.state.stopping.wait(RELAY_INTERVAL_S):
+            try:
+                sent = outbox.relay(self.db, self.publisher)
+                if sent:
+                    log.info("relayed %d message(s) from the outbox", sent)
+            except Exception as exc:  # noqa: BLE001 - the database may be down: try again next tick
+                log.warning("outbox relay failed: %s", exc)
+
+    def consume(self, topic: str) -> None:
+        """Join the group for `topic` and process its messages until asked to stop; reconnect with backoff.
+
+        Jobs and events have a consumer each, so a burst of events never delays a job.
+        """
         backoff = 0.5
-        try:
-            consumer.subscribe([TOPIC_JOBS, TOPIC_CATALOG_EVENTS])
-            state.connected = True
-            while not state.stopping.is_set():
-                batches = consumer.poll(timeout_ms=500)
-                state.assigned = sorted(f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
-                for tp, records in batches.items():
-                    log.info("no handler yet for %d record(s) on %s; left uncommitted", len(records), tp.topic)
-                    consumer.seek(tp, records[0].offset)
-                    consumer.pause(tp)
-        except KafkaError as exc:
-            log.warning("Kafka consumer error: %s", exc)
-        finally:
-            state.connected = False
-            consumer.close(autocommit=False)
+        while not self.state.stopping.is_set():
+            try:
+                consumer = KafkaConsumer(
+                    bootstrap_servers=list(self.settings.kafka_bootstrap_servers),
+                    group_id=CONSUMER_GROUP,
+                    client_id=f"{self.settings.replica_id}-{topic}",
+                    enable_auto_commit=False,
+                    auto_offset_reset="earliest",
+                    max_poll_records=1 if topic == TOPIC_JOBS else 200,
+                    session_timeout_ms=6000,
+                    heartbeat_interval_ms=1500,
+                    max_poll_interval_ms=600000,
+                    bootstrap_timeout_ms=5000,
+                )
+            except KafkaError as exc:
+                log.warning("Kafka unavailable (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                self.state.stopping.wait(backoff)
+                backoff = min(backoff * 2, 10)
+                continue
+            backoff = 0.5
+            try:
+                consumer.subscribe([topic])
+                self.state.connected[topic] = True
+                self._poll_loop(consumer)
+            except KafkaError as exc:
+                log.warning("Kafka consumer error: %s", exc)
+            finally:
+                self.state.connected[topic] = False
+                consumer.close(autocommit=False)
+
+    def _poll_loop(self, consumer: KafkaConsumer) -> None:
+        """Offsets are committed after the effects are durable: after each job, after each batch of events."""
+        while not self.state.stopping.is_set():
+            batches = consumer.poll(timeout_ms=500)
+            self.state.assigned[consumer.config["client_id"]] = sorted(
+                f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
+            for tp, records in batches.items():
+                done = None
+                for record in records:
+                    try:
+                        self.handle(tp.topic, record.value)
+                    except runner.JobInterrupted:
+                        return  # stopping: the offset stays uncommitted and the job is redelivered
+                    except Exception as exc:  # noqa: BLE001 - leave it uncommitted and read it again
+                        log.warning("message %s/%d@%d not processed: %s", tp.topic, tp.partition, record.offset, exc)
+                        consumer.seek(tp, record.offset)
+                        self.state.stopping.wait(1.0)
+                        break
+                    done = record.offset
+                    if tp.topic == TOPIC_JOBS:
+                        consumer.commit({tp: OffsetAndMetadata(done + 1, None, -1)})
+                        done = None
+                if done is not None:
+                    consumer.commit({tp: OffsetAndMetadata(done + 1, None, -1)})
 
 
 def main() -> None:
@@ -105,10 +202,18 @@ def main() -> None:
         print(exc, file=sys.stderr)
         sys.exit(2)
     configure_logging("worker", settings.replica_id, settings.log_level)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     state = WorkerState()
     signal.signal(signal.SIGTERM, lambda *_: state.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: state.stopping.set())
     _serve_probes(state, settings)
+    worker = Worker(settings, state)
+    threading.Thread(target=worker.relay_forever, name="outbox-relay", daemon=True).start()
     log.info("worker started", extra={"group": CONSUMER_GROUP})
-    consume(state, settings)
+    events = threading.Thread(target=worker.consume, args=(TOPIC_CATALOG_EVENTS,), name="events")
+    events.start()
+    worker.consume(TOPIC_JOBS)
+    events.join(timeout=30)
+    worker.publisher.close()
     log.info("worker stopped")
