@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import cgroups, servers
-from .layout import DEFAULT_REPLICAS, HTTP_SERVICES, MAX_REPLICAS, PASSTHROUGH_SETTINGS, REPO, SERVICES, Layout
+from .layout import (
+    DEFAULT_REPLICAS,
+    HTTP_SERVICES,
+    MAX_REPLICAS,
+    PASSTHROUGH_SETTINGS,
+    REPO,
+    SERVICES,
+    STACK_DEFAULT_SETTINGS,
+    Layout,
+)
 from .procs import Proc, StackError, http_status, require_free, spawn, wait_http, wait_port
 
 INFRA = ("database", "memcached", "kafka", "gateway")
@@ -98,7 +107,7 @@ class Stack:
             path.chmod(0o600)
         return path.read_text().strip()
 
-    def replica_env(self, service: str, index: int) -> dict[str, str]:
+    def replica_env(self, service: str, index: int, extra: dict[str, str] | None = None) -> dict[str, str]:
         lay = self.layout
         env = {key: value for key, value in os.environ.items() if key not in PASSTHROUGH_SETTINGS}
         env.update(
@@ -114,14 +123,16 @@ class Stack:
                 "PORT": str(lay.replica_port(service, index)),
                 "PROMETHEUS_MULTIPROC_DIR": str(lay.run_dir / "metrics" / f"{service}-{index}"),
                 "PYTHONUNBUFFERED": "1",
+                **STACK_DEFAULT_SETTINGS,
             }
         )
         env.update(self.env_overrides)
+        env.update(extra or {})
         return env
 
     # ---- replicas ------------------------------------------------------------------------
 
-    def _start_replica(self, service: str, index: int) -> Replica:
+    def _start_replica(self, service: str, index: int, settings: dict[str, str] | None = None) -> Replica:
         name = f"{service}-{index}"
         port = self.layout.replica_port(service, index)
         require_free({name: port})
@@ -130,7 +141,7 @@ class Stack:
         metrics_dir.mkdir(parents=True)
         limit = cgroups.create(f"{self.layout.port_offset}-{name}", self.cpu_limit)
         argv = cgroups.wrap_command(limit, [self.layout.python, "-m", f"services.{service}"])
-        proc = spawn(argv, self.layout.log_file(name), env=self.replica_env(service, index), cwd=REPO)
+        proc = spawn(argv, self.layout.log_file(name), env=self.replica_env(service, index, settings), cwd=REPO)
         replica = Replica(service, index, port, proc, limit)
         self.replicas[name] = replica
         self._save()
@@ -280,6 +291,19 @@ class Stack:
             for replica in leaving:  # then SIGTERM: gunicorn finishes its in-flight requests
                 self.log(f"draining {replica.name}")
                 self._stop_replica(replica)
+
+    def run_extra_replica(self, service: str, index: int, settings: dict[str, str]) -> Replica:
+        """Start one replica with settings of its own, outside the gateway (for experiments and tests).
+
+        It is listed by `status` and stopped by `down`; `stop_extra_replica` removes it.
+        """
+        replica = self._start_replica(service, index, settings)
+        self._wait_replica(replica)
+        return replica
+
+    def stop_extra_replica(self, name: str) -> None:
+        if name in self.replicas:
+            self._stop_replica(self.replicas[name])
 
     def stop_server(self, name: str) -> None:
         """Stop one of the servers (database, memcached, kafka), as a fault to recover from."""

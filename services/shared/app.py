@@ -20,6 +20,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from . import db as dbmod
+from . import ratelimit
 from .api import openapi_document
 from .cache import Cache
 from .config import Settings
@@ -96,6 +97,9 @@ def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        res = resources()
+        ratelimit.enforce(request, res.cache, res.auth_secret, res.settings.rate_limit_per_minute,
+                          res.settings.rate_limit_auth_per_minute)
 
     @app.after_request
     def _finish(response: Response) -> Response:

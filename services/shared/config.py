@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     cache_ttl_seconds: int = Field(300, ge=1, le=30 * 86400)
     cache_patterns: Annotated[frozenset[CachePattern], NoDecode] = frozenset({"objects", "queries"})
 
+    # Abuse limits (0 turns a limit off)
+    rate_limit_per_minute: int = Field(1200, ge=0, le=10_000_000)
+    rate_limit_auth_per_minute: int = Field(60, ge=0, le=10_000_000)
+
     # Process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     replica_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=253)
