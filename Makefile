@@ -34,6 +34,28 @@ test: install  ## run the test suite (starts its own stack on other ports)
 clean: down  ## stop the stack and delete its data
 	rm -rf .stack
 
+# ---- Load generator (README "Load generator and experiments") -----------------------------
+ARGS ?=
+LOCUST_VENV := .cache/locust-venv
+
+.PHONY: seed load capacity bench
+
+seed: install  ## loadgen seed against the local stack [ARGS='--users 100 --products 2000']
+	@$(PY) -m loadgen seed $(ARGS)
+
+load: install  ## loadgen run against the local stack [ARGS='--rate 50 --duration 30']
+	@$(PY) -m loadgen run $(ARGS)
+
+capacity: install  ## loadgen experiment capacity against the local stack, with a report [ARGS=...]
+	@$(PY) -m loadgen experiment capacity $(ARGS)
+
+$(LOCUST_VENV)/.stamp: loadgen/bench/requirements-locust.txt
+	@echo "[bench] installing Locust into $(LOCUST_VENV) (only make bench uses it)"
+	@python3 -m venv $(LOCUST_VENV) && $(LOCUST_VENV)/bin/pip install --quiet -r $< && touch $@
+
+bench: install $(LOCUST_VENV)/.stamp  ## benchmark ratios on a stack of its own (ports +10000); JSON in bench-results/
+	@$(PY) -m loadgen.bench $(ARGS)
+
 # ---- Kubernetes: kind or minikube, with the Helm chart (README "Kubernetes (Helm)") -------
 # Need docker (kind-up), kind or minikube, and kubectl on PATH; helm comes from .cache/bin.
 HELM := .cache/bin/helm

@@ -26,7 +26,7 @@ from .journeys import DEFAULT_MIX, parse_mix
 from .target import Target, TargetError, UsageError, check_reachable, parse_target
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = REPO / "reports"
+DEFAULT_OUT = Path("reports")  # relative to the working directory
 
 
 def default_target() -> str:
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--users", type=_bounded_int(1, 100_000), default=50,
                       help="accounts (default 50; each costs two argon2 hashes on the server)")
     seed.add_argument("--products", type=_bounded_int(1, 1_000_000), default=1000, help="default 1000")
-    seed.add_argument("--reviews", type=_bounded_int(0, 1_000_000), default=500, help="default 500")
+    seed.add_argument("--reviews", type=_bounded_int(0, 1_000_000), default=300, help="default 300")
     seed.add_argument("--concurrency", type=_bounded_int(1, 256), default=8)
 
     run = sub.add_parser("run", parents=[common, load, output], help="run a mix of journeys and measure it")
@@ -161,9 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = argparse.ArgumentParser(add_help=False)
     search.add_argument("--start-rate", type=_bounded_float(0.1, 100_000), default=None,
-                        help="first step's rate (default 20/s)")
-    search.add_argument("--factor", type=_bounded_float(1.05, 10), default=1.5,
-                        help="each step multiplies the rate by this (default 1.5)")
+                        help="first step's rate (default: half the rate a 3 s closed-loop probe reaches)")
+    search.add_argument("--factor", type=_bounded_float(1.05, 10), default=1.3,
+                        help="each step multiplies the rate by this (default 1.3)")
     search.add_argument("--max-rate", type=_bounded_float(0.1, 100_000), default=5000,
                         help="never offer more than this (default 5000/s)")
     search.add_argument("--max-steps", type=_bounded_int(1, 40), default=12, help="bound on steps (default 12)")
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--service", choices=("catalog", "user"), default="catalog")
     scl.add_argument("--replicas", type=_typed(lambda t: options.int_list(t, "--replicas", 1, 50), "list"),
                      default=[1, 2, 4], help="replica counts to measure (default 1,2,4)")
+    scl.add_argument("--no-prime", action="store_true",
+                     help="do not read every page and list once before measuring (cache priming)")
 
     cch = exps.add_parser("cache", parents=[common, load, platform, output],
                           help="the same load with each CACHE_PATTERNS setting")
@@ -202,16 +204,18 @@ def build_parser() -> argparse.ArgumentParser:
                      help="closed loop users (default 16)")
     cch.add_argument("--duration", type=_typed(options.duration, "duration"), default=8.0,
                      help="measured seconds per setting (default 8s)")
+    cch.add_argument("--no-prime", action="store_true",
+                     help="do not read every list/page once before each cached setting (measure it cold)")
 
     asy = exps.add_parser("async", parents=[common, platform, output],
                           help="import submit latency and completion time vs job size and workers")
     asy.add_argument("--sizes", type=_typed(lambda t: options.int_list(t, "--sizes", 1, 10_000), "list"),
-                     default=[1, 100, 1000, 10_000], help="products per import (default 1,100,1000,10000)")
+                     default=[1, 100, 1000], help="products per import, up to 10000 (default 1,100,1000)")
     asy.add_argument("--workers", type=_typed(lambda t: options.int_list(t, "--workers", 1, 50), "list"),
                      default=None, help="worker replica counts (default: leave as is; e.g. 1,2,4)")
     asy.add_argument("--jobs", type=_bounded_int(1, 50), default=3, help="imports per size (default 3)")
-    asy.add_argument("--job-timeout", type=_typed(options.duration, "duration"), default=120.0,
-                     help="give up on a job after this long (default 120s)")
+    asy.add_argument("--job-timeout", type=_typed(options.duration, "duration"), default=60.0,
+                     help="give up waiting for a job after this long (default 60s)")
     asy.add_argument("--quiet-progress", action="store_true", help=argparse.SUPPRESS)
 
     rep = sub.add_parser("report", help="HTML + Markdown report with plots from results")

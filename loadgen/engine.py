@@ -384,6 +384,10 @@ def summarize(cfg: RunConfig, workload: Workload, results: list[dict], timeline:
         warnings.append(f"loadgen itself fell behind its schedule by up to {max_lag:.0f} ms (CPU-bound?); those "
                         "delays are counted in the latencies. Use --processes or a lower rate to be sure the "
                         "server, not the client, is measured.")
+    if merged.errors.get("status 429"):
+        warnings.append(f"{merged.errors['status 429']} requests were refused with 429: the target rate-limits this "
+                        "client, so this run measures the rate limiter. Turn it off for load tests "
+                        "(RATE_LIMIT_PER_MINUTE=0 and RATE_LIMIT_AUTH_PER_MINUTE=0 on user and catalog).")
     crashes = sum(p["crashes"] for p in results)
     if crashes:
         warnings.append(f"{crashes} journeys failed on an unexpected answer, e.g. {next(p['crash'] for p in results if p['crash'])}")

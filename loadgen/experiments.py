@@ -78,6 +78,53 @@ def prepare_workload(target: Target, seed: int, users: int, tokens: int, import_
     return asyncio.run(go())
 
 
+def prime_paths(workload: Workload, lists: bool = True, pages: bool = True) -> list[str]:
+    """Every read the browse and product journeys can make: requesting each once fills the cache."""
+    from .journeys import SORTS
+    paths = []
+    if lists:
+        paths.append("/v1/categories")
+        for slug, _ in workload.categories:
+            for sort in dict.fromkeys(SORTS):
+                paths += [f"/v1/products?category={slug}&sort={sort}&page={page}&per_page=20" for page in (1, 2, 3)]
+        paths += [f"/v1/products?q={word}&per_page=20" for word in data.NOUNS]
+    if pages:
+        paths += [f"/v1/products/{pid}" for pid in workload.products]
+    return paths
+
+
+def prime_cache(target: Target, workload: Workload, printer: Printer, concurrency: int = 8,
+                lists: bool = True, pages: bool = True) -> dict:
+    """Read everything once so that every measurement starts from the same, warm cache."""
+    paths = prime_paths(workload, lists, pages)
+
+    async def go() -> dict:
+        client = Client(target.host, target.port, max_connections=concurrency, timeout=30)
+        statuses: dict[str, int] = {}
+        queue = list(reversed(paths))
+
+        async def worker() -> None:
+            while queue:
+                path = queue.pop()
+                try:
+                    response = await client.request("GET", path)
+                    key = str(response.status)
+                except HttpError as exc:
+                    key = exc.kind
+                statuses[key] = statuses.get(key, 0) + 1
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            client.close()
+        return statuses
+
+    started = time.monotonic()
+    statuses = asyncio.run(go())
+    printer(f"primed the cache: {len(paths)} reads in {time.monotonic() - started:.1f}s ({statuses})")
+    return {"reads": len(paths), "statuses": statuses}
+
+
 def _base_config(args, target: Target, mix: dict[str, float], mode: str = "open") -> RunConfig:
     cfg = RunConfig(target=target.url, mode=mode, mix=mix, processes=args.processes,
                     connections=args.connections, timeout=args.timeout or 5.0,
@@ -103,7 +150,7 @@ def passes(result: dict) -> bool:
     return bool(result["slo"]["met"] and result["kept_up"])
 
 
-def capacity_search(base: RunConfig, workload: Workload, start_rate: float, factor: float, max_rate: float,
+def capacity_search(base: RunConfig, workload: Workload, start_rate: float | None, factor: float, max_rate: float,
                     max_steps: int, refine: int, step_duration: float, printer: Printer,
                     label: str = "", pause: float = 1.0) -> dict:
     steps: list[dict] = []
@@ -128,6 +175,16 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float, fact
         time.sleep(pause)  # let queues empty between steps
         return entry
 
+    probe = None
+    if start_rate is None:  # a short closed-loop probe says roughly where the limit is
+        probe_cfg = replace(base, mode="closed", concurrency=max(8, min(64, base.connections)), duration=3.0,
+                            warmup=1.0, label=f"{label} probe".strip())
+        probe = run_load(probe_cfg, workload, None)
+        start_rate = max(1.0, round(0.5 * probe["journeys_per_s"], 1))
+        printer(f"[capacity{' ' + label if label else ''}] probe: {probe_cfg.concurrency} users get "
+                f"{probe['journeys_per_s']:.1f} journeys/s (p99 {fmt_ms(probe['latency_ms'].get('p99'))}); "
+                f"starting at {start_rate:g}/s")
+        time.sleep(pause)
     rate = start_rate
     for _ in range(max_steps):
         entry = step(rate)
@@ -148,6 +205,9 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float, fact
         else:
             bad = entry
 
+    warnings = sorted({w for s in steps for w in s["run"].get("warnings", [])})
+    for warning in warnings:
+        printer(f"warning: {warning}")
     best = max((s for s in steps if s["passed"]), key=lambda s: s["throughput_rps"], default=None)
     slo_text = ", ".join(f"{k} ≤ {v:g} ms" for k, v in base.slo.items())
     if best is None:
@@ -167,6 +227,7 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float, fact
         "workload": workload.to_json(),
         "slo": {**{f"{k}_ms": v for k, v in base.slo.items()}, "max_error_rate": base.max_error_rate},
         "steps": steps,
+        "probe": {"journeys_per_s": probe["journeys_per_s"], "latency_ms": probe["latency_ms"]} if probe else None,
         "capacity_rps": best["throughput_rps"] if best else 0.0,
         "knee": {"rate": best["rate"], "throughput_rps": best["throughput_rps"], "latency_ms": best["latency_ms"]}
         if best else None,
@@ -174,15 +235,17 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float, fact
                           "latency_ms": bad["latency_ms"]} if bad else None,
         "bounded": bad is None,
         "verdict": verdict,
+        "warnings": warnings,
     }
 
 
 def run_capacity(args, target: Target, printer: Printer) -> dict:
     workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size, args.mix, printer)
     base = _base_config(args, target, mix)
+    start = f"{args.start_rate:g}/s" if args.start_rate else "half of what a closed-loop probe gets"
     printer(f"capacity search on {target}: mix {_mix_text(mix)}, SLO {_slo_text(args)}, steps of "
-            f"{args.step_duration:g}s from {args.start_rate or 20:g}/s ×{args.factor:g}")
-    result = capacity_search(base, workload, args.start_rate or 20.0, args.factor, args.max_rate, args.max_steps,
+            f"{args.step_duration:g}s from {start} ×{args.factor:g}")
+    result = capacity_search(base, workload, args.start_rate, args.factor, args.max_rate, args.max_steps,
                              args.refine, args.step_duration, printer, args.label)
     print(result["verdict"])
     return result
@@ -211,7 +274,10 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
             f"SLO {_slo_text(args)}; {args.service} has {original} replicas now")
     points: list[dict] = []
     warnings: list[str] = []
+    primed = None
     try:
+        if not args.no_prime:  # the same warm cache for every replica count, or the first pays for the rest
+            primed = prime_cache(target, workload, printer)
         for count in args.replicas:
             platform.scale(args.service, count)
             limits = platform.cpu_limits(args.service)
@@ -220,13 +286,8 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
                                 "on a small machine the sweep measures the machine, not the replicas. Start "
                                 "the stack with `python -m stack up --cpu-limit 0.25`.")
             time.sleep(2.0)
-            if args.start_rate:
-                start = args.start_rate * (count / args.replicas[0])
-            elif points and points[-1]["capacity_rps"] > 0:
-                start = points[-1]["capacity_rps"] * count / points[-1]["replicas"] * 0.6
-            else:
-                start = 20.0
-            capacity = capacity_search(base, workload, max(1.0, start), args.factor, args.max_rate, args.max_steps,
+            start = args.start_rate * (count / args.replicas[0]) if args.start_rate else None  # None: probe
+            capacity = capacity_search(base, workload, start, args.factor, args.max_rate, args.max_steps,
                                        args.refine, args.step_duration, printer, label=f"{count} replicas")
             points.append({"replicas": count, "capacity_rps": capacity["capacity_rps"], "cpu_limits": limits,
                            "capacity": capacity})
@@ -250,7 +311,8 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
     return {"kind": "scale", "schema": 1, "started_at": _now(), "target": target.url, "platform": platform.name,
             "service": args.service, "mix": mix, "slo": {**{f"{k}_ms": v for k, v in args.slo.items()},
                                                          "max_error_rate": args.max_error_rate},
-            "points": points, "speedup": round(speedup, 3) if speedup else None, "verdict": verdict,
+            "points": points, "primed": primed, "speedup": round(speedup, 3) if speedup else None,
+            "verdict": verdict,
             "warnings": sorted(set(warnings))}
 
 
@@ -284,6 +346,10 @@ def run_cache(args, target: Target, printer: Printer) -> dict:
         for name in names:
             platform.restart_with("catalog", {"CACHE_PATTERNS": CACHE_SETTINGS[name]})
             time.sleep(1.0)
+            primed = None
+            if not args.no_prime and name != "off":  # measure each pattern warm, whatever ran before it
+                primed = prime_cache(target, workload, printer, lists=name in ("queries", "both"),
+                                     pages=name in ("objects", "both"))
             before = platform.metrics(("catalog", "user"))
             result = run_load(replace(base, label=f"cache {name}"), workload, None)
             after = platform.metrics(("catalog", "user"))
@@ -306,7 +372,7 @@ def run_cache(args, target: Target, printer: Printer) -> dict:
                          "throughput_rps": result["throughput_rps"], "latency_ms": lat,
                          "error_rate": result["error_rate"], "hit_ratio": cache["hit_ratio"],
                          "db_round_trips_per_request": cache["db_round_trips_per_request"],
-                         "server_metrics": server, "run": _slim(result)})
+                         "server_metrics": server, "primed": primed, "run": _slim(result)})
     finally:
         platform.restart_with("catalog", {"CACHE_PATTERNS": original})
     by = {r["setting"]: r for r in rows}
@@ -389,6 +455,9 @@ def run_async(args, target: Target, printer: Printer) -> dict:
             client.close()
             raise TargetError(IMPORT_MISSING)
         _, token = await sign_in(client, args.seed, 0)
+        # One submission first, not measured: connections, caches and the producer get warm.
+        await client.request("POST", "/v1/imports", data.import_batch(1, "warm", random.Random(0)),
+                             headers={"Authorization": f"Bearer {token}"})
         return client, token
 
     platform = make_platform(args.platform, target, args.namespace, args.deployment_prefix, args.ready_timeout,

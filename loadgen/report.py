@@ -297,16 +297,21 @@ def _cache_section(rep: Report, name: str, result: dict) -> None:
     sec = rep.section("Cache patterns", f"The same load ({shape}, {result['duration_s']:g} s per setting, mix "
                                         f"{', '.join(f'{k}={v:g}' for k, v in result['mix'].items())}) with each "
                                         f"CACHE_PATTERNS setting. {result.get('verdict', '')}")
-    rep.table(sec, ["setting", "req/s", "p50", "p99", "hit ratio", "DB trips/request", "all services"],
+    rep.table(sec, ["setting", "req/s", "p50", "p99", "errors", "hit ratio", "DB trips/request", "all services"],
               [[r["setting"], f"{r['throughput_rps']:.1f}", _ms(r["latency_ms"].get("p50")),
-                _ms(r["latency_ms"].get("p99")),
+                _ms(r["latency_ms"].get("p99")), f"{100 * r['error_rate']:.1f}%",
                 "-" if r["hit_ratio"] is None else f"{100 * r['hit_ratio']:.0f}%",
                 str(r["db_round_trips_per_request"]),
                 str((r.get("server_metrics") or {}).get("db_round_trips_per_client_request", "-"))] for r in rows])
     labels = [r["setting"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    axes[0].bar(labels, [r["throughput_rps"] for r in rows], color="tab:blue")
+    throughputs = [r["throughput_rps"] for r in rows]
+    bars = axes[0].bar(labels, throughputs, color="tab:blue")
+    axes[0].bar_label(bars, labels=[f"{t:.0f}" if t >= 10 else f"{t:.1f}" for t in throughputs], fontsize=7)
     axes[0].set_title("throughput (req/s)")
+    if min(throughputs) > 0 and max(throughputs) / min(throughputs) > 20:
+        axes[0].set_yscale("log")
+        axes[0].set_title("throughput (req/s, log scale)")
     width = 0.38
     idx = list(range(len(rows)))
     axes[1].bar([i - width / 2 for i in idx], [r["latency_ms"].get("p50") or 0 for r in rows], width, label="p50",
@@ -315,6 +320,11 @@ def _cache_section(rep: Report, name: str, result: dict) -> None:
                 color="tab:red")
     axes[1].set_xticks(idx, labels)
     axes[1].set_title("latency (ms)")
+    lows = [r["latency_ms"].get("p50") or 0 for r in rows]
+    highs = [r["latency_ms"].get("p99") or 0 for r in rows]
+    if min(lows) > 0 and max(highs) / min(lows) > 50:
+        axes[1].set_yscale("log")
+        axes[1].set_title("latency (ms, log scale)")
     axes[1].legend(fontsize=8)
     trips = [r["db_round_trips_per_request"] or 0 for r in rows]
     axes[2].bar(labels, trips, color="tab:orange")
@@ -361,11 +371,21 @@ def _async_section(rep: Report, name: str, result: dict) -> None:
     ax2.set_ylabel("seconds")
     ax2.set_title("Time until succeeded")
     ratio = result.get("submit_ratio_largest_vs_smallest")
-    rep.plot(sec, fig, "async",
-             (f"Accepting an import of {max(result['sizes'])} products takes {ratio:.2f}× as long as one of "
-              f"{min(result['sizes'])}: the request only records the job; " if ratio else "")
-             + "completion time grows with the job's size and shrinks with more workers only while there are "
-               "jobs (partitions) to share among them.")
+    largest = max(result["sizes"])
+    at_largest = {r["workers"]: r["completion_s_median"] for r in rows
+                  if r["size"] == largest and r["completion_s_median"] is not None}
+    sentence = (f"Accepting an import of {largest} products takes {ratio:.2f}× as long as one of "
+                f"{min(result['sizes'])} (left); " if ratio else "")
+    if len(at_largest) >= 2 and None not in at_largest:
+        few, many = min(at_largest), max(at_largest)
+        change = at_largest[few] / at_largest[many] if at_largest[many] else 0
+        sentence += (f"with {many} workers instead of {few}, {result['jobs_per_point']} imports of {largest} finish "
+                     f"in {at_largest[many]:.2f} s instead of {at_largest[few]:.2f} s (right): "
+                     + ("more workers share the jobs." if change > 1.1 else
+                        "more workers did not help, so something they share (the database) limits the jobs."))
+    else:
+        sentence += "completion time (right) grows with the job's size."
+    rep.plot(sec, fig, "async", sentence)
 
 
 def _bench_section(rep: Report, name: str, result: dict) -> None:

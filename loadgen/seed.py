@@ -57,20 +57,40 @@ class ProgressLine:
         self.stream.flush()
 
 
+RATE_LIMIT_WAITS = 10  # at most this many waits for a 429's Retry-After per request
+
+
 async def _send(client: Client, method: str, path: str, body, headers=None):
-    """One request, sent again once after a 5xx or a dropped connection (the seed must not stop on a blip)."""
-    for attempt in (0, 1):
+    """One request, sent again once after a 5xx or a dropped connection (the seed must not stop on a
+    blip), and again after waiting out a 429 (the services' rate limit: sign-ups are limited per minute)."""
+    retried = waits = 0
+    while True:
         try:
             response = await client.request(method, path, body, headers=headers)
         except HttpError as exc:
-            if attempt or exc.kind in ("refused", "connect"):
+            if retried or exc.kind in ("refused", "connect"):
                 raise
+            retried += 1
             await asyncio.sleep(0.2)
             continue
-        if response.status < 500 or attempt:
+        if response.status == 429 and waits < RATE_LIMIT_WAITS:
+            waits += 1
+            retry_after = response.headers.get("retry-after", "1")
+            delay = min(61.0, float(retry_after) if retry_after.isdigit() else 1.0)
+            if not RATE_LIMITED:
+                RATE_LIMITED.append(True)
+                print(f"[seed] the target rate-limits this client (429); waiting {delay:g}s as it asks. Set "
+                      "RATE_LIMIT_PER_MINUTE / RATE_LIMIT_AUTH_PER_MINUTE on the services to seed faster.",
+                      file=sys.stderr, flush=True)
+            await asyncio.sleep(delay)
+            continue
+        if response.status < 500 or retried:
             return response
+        retried += 1
         await asyncio.sleep(0.2)
-    return response  # pragma: no cover
+
+
+RATE_LIMITED: list[bool] = []
 
 
 async def _pool(items: Iterable, worker: Callable[[object], Awaitable[None]], concurrency: int,
