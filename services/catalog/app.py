@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 from flask import Flask
-from services.shared.app import create_service_app
-from services.shared.config import Settings, load_settings
-
 from pymongo.database import Database
 
 from services.shared import jobs, outbox
+from services.shared.app import create_service_app
+from services.shared.config import Settings, load_settings
 
 from . import store
 from .categories import categories_bp

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 from flask import Flask
-
-from services.shared.app import create_service_app
-from services.shared.config import Settings, load_settings
-
 from pymongo.database import Database
 
 from services.shared import jobs
+from services.shared.app import create_service_app
+from services.shared.config import Settings, load_settings
 
 from . import accounts
 from .sessions import sessions_bp
