@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common, load, output], help="run a mix of journeys and measure it")
     shape = run.add_mutually_exclusive_group()
     shape.add_argument("--rate", type=_bounded_float(0.1, 100_000), default=None,
-                       help="open loop: journeys started per second (default 50)")
+                       help="open loop: journeys started per second (default 10)")
     shape.add_argument("--concurrency", type=_bounded_int(1, 10_000), default=None,
                        help="closed loop: number of users, each waiting for its answer")
     run.add_argument("--duration", type=_typed(options.duration, "duration"), default=10.0,
@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bisection steps between the last good and first bad rate (default 2)")
     search.add_argument("--step-duration", type=_typed(options.duration, "duration"), default=5.0,
                         help="measured seconds per step (default 5s)")
+    search.add_argument("--confirm", action="store_true",
+                        help="run a failing step once more before calling it the limit (noisy machines)")
 
     platform = argparse.ArgumentParser(add_help=False)
     platform.add_argument("--platform", choices=("auto", "local", "k8s"), default="auto",
@@ -185,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     cap = exps.add_parser("capacity", parents=[common, load, search, output],
                           help="highest throughput whose p99 stays under the SLO")
     cap.add_argument("--label", default="")
+    cap.add_argument("--no-prime", action="store_true",
+                     help="do not read every page and list once first (measure from a cold cache)")
 
     scl = exps.add_parser("scale", parents=[common, load, search, platform, output],
                           help="throughput at the SLO for 1, 2, 4 replicas")
@@ -289,7 +293,7 @@ def cmd_run(args) -> int:
     else:
         workload, mix = prepare(args, target, args.mix)
     closed = args.concurrency is not None
-    cfg = RunConfig(target=target.url, mode="closed" if closed else "open", rate=args.rate or 50.0,
+    cfg = RunConfig(target=target.url, mode="closed" if closed else "open", rate=args.rate or 10.0,
                     concurrency=args.concurrency or 16, duration=args.duration,
                     warmup=2.0 if args.warmup is None else args.warmup, mix=mix, processes=args.processes,
                     connections=args.connections, timeout=args.timeout or 10.0, seed=args.seed, think=args.think,

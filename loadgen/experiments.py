@@ -34,6 +34,7 @@ from .workload import Workload, discover, sign_in
 Printer = Callable[[str], None]
 
 SERVICE_MIX = {"catalog": {"browse": 30, "product": 70}, "user": {"signin": 100}}
+CAPACITY_MIX = {"browse": 40, "product": 60}  # reads: writes make every cached list stale (see README)
 CACHE_SETTINGS = {"off": "", "queries": "queries", "objects": "objects", "both": "objects,queries"}
 IMPORT_MISSING = ("POST /v1/imports answered 404: this target has no import route yet (DESIGN.md \"Jobs\": "
                   "POST /v1/imports, GET /v1/jobs/{id}). Deploy a catalog with imports, or leave `import` out "
@@ -146,13 +147,43 @@ def _slim(result: dict) -> dict:
 # capacity
 # ------------------------------------------------------------------------------------------
 
+def settle(target_url: str, path: str, max_wait: float = 20.0, fast: float = 0.25) -> float:
+    """Wait until the target answers `path` quickly twice in a row (it has worked off its backlog).
+
+    After an overload the server still holds requests whose clients gave up; measuring the next
+    step before they are done would charge it for the previous one. Returns the seconds waited.
+    """
+    from .target import parse_target
+    target = parse_target(target_url)
+
+    async def go() -> float:
+        client = Client(target.host, target.port, max_connections=1, timeout=max_wait)
+        started = time.monotonic()
+        quick = 0
+        try:
+            while time.monotonic() - started < max_wait and quick < 2:
+                sent = time.monotonic()
+                try:
+                    await client.request("GET", path, timeout=max(0.1, max_wait - (sent - started)))
+                    quick = quick + 1 if time.monotonic() - sent < fast else 0
+                except HttpError:
+                    quick = 0
+                if quick < 2:
+                    await asyncio.sleep(0.2)
+        finally:
+            client.close()
+        return time.monotonic() - started
+
+    return asyncio.run(go())
+
+
 def passes(result: dict) -> bool:
     return bool(result["slo"]["met"] and result["kept_up"])
 
 
 def capacity_search(base: RunConfig, workload: Workload, start_rate: float | None, factor: float, max_rate: float,
                     max_steps: int, refine: int, step_duration: float, printer: Printer,
-                    label: str = "", pause: float = 1.0) -> dict:
+                    label: str = "", pause: float = 1.0, confirm: bool = False) -> dict:
     steps: list[dict] = []
     good: dict | None = None
     bad: dict | None = None
@@ -173,21 +204,33 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
                  "passed": ok, "run": _slim(result)}
         steps.append(entry)
         time.sleep(pause)  # let queues empty between steps
+        if not ok:  # after an overload the server still works off what it holds
+            entry["settled_s"] = round(settle(base.target, base.path or "/v1/categories"), 2)
         return entry
 
     probe = None
     if start_rate is None:  # a short closed-loop probe says roughly where the limit is
-        probe_cfg = replace(base, mode="closed", concurrency=max(8, min(64, base.connections)), duration=3.0,
+        probe_cfg = replace(base, mode="closed", concurrency=max(1, min(16, base.connections)), duration=3.0,
                             warmup=1.0, label=f"{label} probe".strip())
         probe = run_load(probe_cfg, workload, None)
-        start_rate = max(1.0, round(0.5 * probe["journeys_per_s"], 1))
+        start_rate = max(0.5, round(0.5 * probe["journeys_per_s"], 1))
         printer(f"[capacity{' ' + label if label else ''}] probe: {probe_cfg.concurrency} users get "
                 f"{probe['journeys_per_s']:.1f} journeys/s (p99 {fmt_ms(probe['latency_ms'].get('p99'))}); "
                 f"starting at {start_rate:g}/s")
         time.sleep(pause)
+        settle(base.target, base.path or "/v1/categories")
+    def checked_step(rate: float) -> dict:
+        entry = step(rate)
+        if not entry["passed"] and confirm:  # one more try: a transient stall elsewhere must not end the search
+            again = step(rate)
+            entry["confirmed"] = again["passed"] is False
+            if again["passed"]:
+                return again
+        return entry
+
     rate = start_rate
     for _ in range(max_steps):
-        entry = step(rate)
+        entry = checked_step(rate)
         if entry["passed"]:
             good = entry
             if rate >= max_rate:
@@ -195,17 +238,23 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             rate = min(rate * factor, max_rate)
         else:
             bad = entry
-            break
+            if good is not None or len(steps) >= max_steps or rate <= 0.5:
+                break
+            rate = max(0.5, rate / factor ** 2)  # the very first rate was too much: step down
     for _ in range(refine):
         if good is None or bad is None or bad["rate"] - good["rate"] < 0.04 * good["rate"]:
             break
-        entry = step((good["rate"] * bad["rate"]) ** 0.5)
+        entry = checked_step((good["rate"] * bad["rate"]) ** 0.5)
         if entry["passed"]:
             good = entry
         else:
             bad = entry
 
-    warnings = sorted({w for s in steps for w in s["run"].get("warnings", [])})
+    by_kind: dict[str, list[str]] = {}
+    for entry in steps:
+        for warning in entry["run"].get("warnings", []):
+            by_kind.setdefault(warning[:30], []).append(warning)
+    warnings = [found[0] + (f" (in {len(found)} steps)" if len(found) > 1 else "") for found in by_kind.values()]
     for warning in warnings:
         printer(f"warning: {warning}")
     best = max((s for s in steps if s["passed"]), key=lambda s: s["throughput_rps"], default=None)
@@ -240,13 +289,21 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
 
 
 def run_capacity(args, target: Target, printer: Printer) -> dict:
-    workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size, args.mix, printer)
+    if args.mix is None:
+        printer(f"note: capacity's default mix is the read journeys ({_mix_text(CAPACITY_MIX)}); add writes with "
+                "e.g. --mix browse=40,product=50,signin=2,review=5,import=3 (each write makes every cached list stale)")
+    workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size,
+                                     args.mix or CAPACITY_MIX, printer)
     base = _base_config(args, target, mix)
+    primed = None
+    if not args.no_prime and any(k in mix for k in ("browse", "product", "review")):
+        primed = prime_cache(target, workload, printer)  # steady state, not the cold start, is measured
     start = f"{args.start_rate:g}/s" if args.start_rate else "half of what a closed-loop probe gets"
     printer(f"capacity search on {target}: mix {_mix_text(mix)}, SLO {_slo_text(args)}, steps of "
             f"{args.step_duration:g}s from {start} ×{args.factor:g}")
     result = capacity_search(base, workload, args.start_rate, args.factor, args.max_rate, args.max_steps,
-                             args.refine, args.step_duration, printer, args.label)
+                             args.refine, args.step_duration, printer, args.label, confirm=args.confirm)
+    result["primed"] = primed
     print(result["verdict"])
     return result
 
@@ -288,7 +345,8 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
             time.sleep(2.0)
             start = args.start_rate * (count / args.replicas[0]) if args.start_rate else None  # None: probe
             capacity = capacity_search(base, workload, start, args.factor, args.max_rate, args.max_steps,
-                                       args.refine, args.step_duration, printer, label=f"{count} replicas")
+                                       args.refine, args.step_duration, printer, label=f"{count} replicas",
+                                       confirm=args.confirm)
             points.append({"replicas": count, "capacity_rps": capacity["capacity_rps"], "cpu_limits": limits,
                            "capacity": capacity})
             printer(f"[scale] {count} replicas: {capacity['capacity_rps']:.1f} req/s at the SLO")

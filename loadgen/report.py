@@ -211,13 +211,22 @@ def _run_section(rep: Report, name: str, result: dict) -> None:
 
 def _capacity_plot(rep: Report, sec: dict, result: dict, title: str) -> None:
     plt = _plt()
-    steps = sorted(result["steps"], key=lambda s: s["rate"])
+    every = result["steps"]
+    latest = {}
+    for entry in every:  # a rate measured twice (a confirmation): the line goes through the later one
+        latest[entry["rate"]] = entry
+    steps = sorted(latest.values(), key=lambda s: s["rate"])
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [s["throughput_rps"] for s in steps]
     for key, color in (("p50", "tab:green"), ("p90", "tab:blue"), ("p99", "tab:red"), ("p999", "tab:purple")):
         ys = [s["latency_ms"].get(key) for s in steps]
         if any(y is not None for y in ys):
-            ax.plot(xs, ys, marker="o", markersize=3, color=color, label=key.replace("p999", "p99.9"))
+            ax.plot(xs, ys, color=color, linewidth=1.2, label=key.replace("p999", "p99.9"))
+            for entry in every:
+                value = entry["latency_ms"].get(key)
+                if value is not None:
+                    ax.plot(entry["throughput_rps"], value, marker="o" if entry["passed"] else "x", color=color,
+                            markersize=4 if entry["passed"] else 6, linestyle="none")
     slo = result.get("slo", {}).get("p99_ms")
     if slo:
         ax.axhline(slo, color="tab:red", linestyle="--", linewidth=1, label=f"SLO p99 {slo:g} ms")
@@ -229,7 +238,7 @@ def _capacity_plot(rep: Report, sec: dict, result: dict, title: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("throughput (successful requests/s)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(title)
+    ax.set_title(title + " (o: step within the SLO, x: missed)")
     ax.legend(fontsize=8)
     if knee and result.get("first_failure"):
         fail = result["first_failure"]
