@@ -56,6 +56,18 @@ $(LOCUST_VENV)/.stamp: loadgen/bench/requirements-locust.txt
 bench: install $(LOCUST_VENV)/.stamp  ## benchmark ratios on a stack of its own (ports +10000); JSON in bench-results/
 	@$(PY) -m loadgen.bench $(ARGS)
 
+# ---- Faults under load (issue 7): a stack of its own, the full fault sequence, a JSON summary --
+CHAOS_PORT_OFFSET ?= 10000
+CHAOS_RUN_DIR ?= .cache/chaos-stack
+CHAOS_OUT ?= reports/chaos/summary-$(shell date +%Y%m%d-%H%M%S).json
+
+.PHONY: chaos
+
+chaos: install  ## faults under load on a stack of its own (ports +10000); summary in reports/chaos/
+	@export SCALESHOP_PORT_OFFSET=$(CHAOS_PORT_OFFSET) SCALESHOP_RUN_DIR=$(abspath $(CHAOS_RUN_DIR)); \
+	trap '$(PY) -m stack down' EXIT; \
+	$(PY) -m stack up && $(PY) -m stack.chaos --out $(CHAOS_OUT)
+
 # ---- Kubernetes: kind or minikube, with the Helm chart (README "Kubernetes (Helm)") -------
 # Need docker (kind-up), kind or minikube, and kubectl on PATH; helm comes from .cache/bin.
 HELM := .cache/bin/helm

@@ -225,10 +225,12 @@ http {{
 
         error_page 400 /__gateway_errors/400;
         error_page 413 @too_large;
-        error_page 414 @uri_too_long;
+        error_page 414 /__gateway_errors/414;
+        error_page 494 /__gateway_errors/431;
         error_page 502 503 504 @unavailable;
         location = /__gateway_errors/400 {{ internal; {_json_error(400, "bad_request", "the gateway could not parse this request")} }}
-        location @uri_too_long {{ {_json_error(414, "uri_too_long", "the request line is too long")} }}
+        location = /__gateway_errors/414 {{ internal; {_json_error(414, "uri_too_long", "the request line is too long")} }}
+        location = /__gateway_errors/431 {{ internal; {_json_error(431, "request_header_fields_too_large", "a request header is too large")} }}
         location @too_large {{ {_json_error(413, "payload_too_large", "the body is larger than the gateway accepts")} }}
         location @unavailable {{ add_header Retry-After 1 always; {_json_error(503, "service_unavailable", "no replica could answer; retry later")} }}
     }}

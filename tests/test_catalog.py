@@ -122,7 +122,7 @@ BAD_PRODUCT_FIELDS = [
     ("name", ""), ("name", "   "), ("name", "x" * 121), ("name", "two\nlines"), ("name", "bell\x07"),
     ("name", 42),
     ("description", "x" * 5001), ("description", "nul\x00"), ("description", None),
-    ("stock", -1), ("stock", 1_000_000_001), ("stock", "3"), ("stock", 1.0),
+    ("stock", -1), ("stock", 1_000_000_001), ("stock", "3"), ("stock", 1.5),
 ]
 
 
@@ -165,6 +165,11 @@ def test_create_product_accepts_the_longest_allowed_values(gateway, seller):
     created = response.json()
     assert created["name"] == "n" * 120 and len(created["description"]) == 5000
     assert created["tags"] == body["tags"] and created["price_cents"] == 10_000_000_000
+
+
+def test_whole_number_floats_are_integers_as_json_schema_says(gateway, seller):
+    created = create_product(gateway, seller.auth, unique_slug(), price_cents=2599.0, stock=3.0)
+    assert created["price_cents"] == 2599 and isinstance(created["price_cents"], int) and created["stock"] == 3
 
 
 def test_create_product_free_item_and_no_stock_are_valid(gateway, seller):

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, model_validator
 
 from services.shared.api import QueryParams, RequestBody
-from services.shared.validation import long_text, short_text
+from services.shared.validation import long_text, short_text, whole_number
 
 MAX_PRICE_CENTS = 100_000_000_00  # one hundred million in any currency
 MAX_STOCK = 1_000_000_000
@@ -17,8 +17,8 @@ MAX_IMPORT_PRODUCTS = 10_000
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", min_length=1, max_length=40)]
 Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", min_length=1, max_length=30)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-PriceCents = Annotated[int, Field(ge=0, le=MAX_PRICE_CENTS)]
-Stock = Annotated[int, Field(ge=0, le=MAX_STOCK)]
+PriceCents = Annotated[int, BeforeValidator(whole_number), Field(ge=0, le=MAX_PRICE_CENTS)]
+Stock = Annotated[int, BeforeValidator(whole_number), Field(ge=0, le=MAX_STOCK)]
 ProductName = short_text(120)
 Description = long_text(5000)
 ReviewText = long_text(2000)
@@ -42,6 +42,8 @@ class NewProduct(RequestBody):
 class ProductPatch(RequestBody):
     """Fields to change; absent means keep, null is refused."""
 
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     name: ProductName = Field(None, json_schema_extra=_no_default_in_schema)
     description: Description = Field(None, json_schema_extra=_no_default_in_schema)
     price_cents: PriceCents = Field(None, json_schema_extra=_no_default_in_schema)
@@ -64,7 +66,7 @@ class ImportBody(RootModel[Annotated[list[NewProduct], Field(min_length=1, max_l
 
 
 class NewReview(RequestBody):
-    rating: Annotated[int, Field(ge=1, le=5)]
+    rating: Annotated[int, BeforeValidator(whole_number), Field(ge=1, le=5)]
     text: ReviewText = ""
 
 

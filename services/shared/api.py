@@ -60,8 +60,11 @@ _ERROR_TEXT = {
     404: "Not found",
     409: "Conflict with existing data",
     413: "Body too large",
+    414: "Request line too long",
     415: "Content-Type is not application/json",
     422: "Validation failed; details name each field",
+    429: "Too many requests from this client; see Retry-After",
+    431: "A request header is too large",
     503: "A dependency needed for this request is down",
 }
 
@@ -195,6 +198,8 @@ def _responses(spec: Operation, schemas: _Schemas, has_path_args: bool) -> dict[
     if has_path_args:
         statuses.setdefault(404, None)
     statuses.setdefault(503, None)
+    for status in (414, 429, 431):  # any route: over-long request line or header, rate limit
+        statuses.setdefault(status, None)
     for status, model in sorted(statuses.items()):
         if status >= 400:
             text = model if isinstance(model, str) else _ERROR_TEXT.get(status, "Error")

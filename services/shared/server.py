@@ -61,6 +61,9 @@ class _Gunicorn(BaseApplication):
             "timeout": s.gunicorn_timeout,
             "graceful_timeout": s.gunicorn_graceful_timeout,
             "keepalive": s.gunicorn_keepalive,
+            # As large as nginx's buffers, so an over-long request is refused by the gateway (JSON), not here.
+            "limit_request_line": 8190,
+            "limit_request_field_size": 8190,
             "proc_name": f"scaleshop-{s.replica_id}",
             "logconfig_dict": _logconfig(s.log_level),
             "accesslog": None,

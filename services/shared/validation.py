@@ -52,6 +52,19 @@ def _length(min_length: int, max_length: int):
     return check
 
 
+# The same rules as _clean_text and _single_line, as JSON Schema patterns for the OpenAPI document.
+_FORBIDDEN = "\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069\\ud800-\\udfff\\ue000-\\uf8ff"
+LONG_TEXT_PATTERN = f"^[^{_FORBIDDEN}]*$"
+SHORT_TEXT_PATTERN = f"^[^{_FORBIDDEN}\\n\\t\\r\\u2028\\u2029]*\\S[^{_FORBIDDEN}\\n\\t\\r\\u2028\\u2029]*$"
+
+
+def whole_number(value: object) -> object:
+    """JSON has one number type: 155.0 is the integer 155 (JSON Schema agrees); 155.5 is not."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def short_text(max_length: int, min_length: int = 1):
     """One line of text, trimmed, NFC-normalized (limits count normalized characters), no control characters."""
     return Annotated[
@@ -60,7 +73,8 @@ def short_text(max_length: int, min_length: int = 1):
         AfterValidator(_length(min_length, max_length)),
         AfterValidator(_clean_text),
         AfterValidator(_single_line),
-        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length}),
+        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length,
+                        **({"pattern": SHORT_TEXT_PATTERN} if min_length else {})}),
     ]
 
 
@@ -71,7 +85,8 @@ def long_text(max_length: int, min_length: int = 0):
         BeforeValidator(_normalize),
         AfterValidator(_length(min_length, max_length)),
         AfterValidator(_clean_text),
-        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length}),
+        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length,
+                        "pattern": LONG_TEXT_PATTERN}),
     ]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, EmailStr, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints, field_validator, model_validator
 
 from services.shared.api import QueryParams, RequestBody
 from services.shared.validation import long_text, short_text, validate_object_id
@@ -27,6 +27,8 @@ class NewSession(RequestBody):
 
 
 class ProfileUpdate(RequestBody):
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
     # Absent means "keep"; null is not a value (422), so a name can never be blanked.
     display_name: DisplayName = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
     bio: Bio = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
