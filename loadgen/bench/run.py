@@ -9,7 +9,7 @@
            requests per CPU-second of the generator                          (target >= 1.5x)
   stall    the p99 each reports against a server that stalls for a known time
 
-It starts its own local stack (ports + BENCH_PORT_OFFSET, default 10000; data in a temp
+It starts its own local stack (ports + BENCH_PORT_OFFSET, default 12000; data in a temp
 folder), stops it at the end even on failure, writes bench.json and a report under
 bench-results/, and prints every ratio it could measure and why any other could not.
 """
@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, from {','.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=None, help="default bench-results/<time>")
-    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", "10000")))
+    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", "12000")))
     parser.add_argument("--quick", action="store_true", help="shorter measurements")
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
