@@ -280,6 +280,7 @@ def _scale_section(rep: Report, name: str, result: dict) -> None:
             ax.annotate(f"{100 * p['efficiency']:.0f}%", (p["replicas"], p["capacity_rps"]),
                         textcoords="offset points", xytext=(6, -12), fontsize=8)
     ax.set_xticks(ns)
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("replicas")
     ax.set_ylabel("throughput at the SLO (req/s)")
     ax.set_title(f"Scalability of {result['service']}")
