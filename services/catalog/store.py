@@ -87,9 +87,12 @@ def review_view(doc: dict, author: dict | None) -> dict:
 
 
 def _ensure_category(db: Database, slug: str) -> None:
-    db[CATEGORIES].update_one(
-        {"_id": slug}, {"$setOnInsert": {"name": category_name(slug), "created_at": _now()}}, upsert=True
-    )
+    try:
+        db[CATEGORIES].update_one(
+            {"_id": slug}, {"$setOnInsert": {"name": category_name(slug), "created_at": _now()}}, upsert=True
+        )
+    except DuplicateKeyError:
+        pass  # a concurrent writer created it first: that is all we wanted
 
 
 def create_product(db: Database, seller_id: str, fields: dict) -> dict:

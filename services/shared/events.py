@@ -47,6 +47,7 @@ class Publisher:
         self._producer = None
         self._lock = threading.Lock()
         self._next_try = 0.0
+        self._failing_until = 0.0  # after a failed send, skip the broker briefly: the outbox has it
 
     def _get(self):
         if self._producer is not None:
@@ -74,7 +75,12 @@ class Publisher:
                     self._next_try = time.monotonic() + 1.0
         return self._producer
 
+    FAILING_SECONDS = 2.0
+
     def publish(self, topic: str, key: str, value: dict[str, Any]) -> bool:
+        """True once the broker acknowledged; False at once while it has just been failing."""
+        if time.monotonic() < self._failing_until:
+            return False
         producer = self._get()
         if producer is None:
             return False
@@ -82,6 +88,7 @@ class Publisher:
             producer.send(topic, key=key, value=value).get(timeout=self.settings.kafka_timeout_ms / 1000 * 2)
         except Exception as exc:  # noqa: BLE001
             log.warning("publish to %s failed: %s", topic, type(exc).__name__)
+            self._failing_until = time.monotonic() + self.FAILING_SECONDS
             return False
         return True
 
