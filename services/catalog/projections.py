@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.catalog import caching
 from services.shared.cache import Cache, bump_generations
+from services.shared.locks import document_lock
 
 PRODUCT_INDEX, CATEGORY_STATS = "product_index", "category_stats"
 
@@ -62,12 +63,14 @@ def apply_event(db: Database, cache: Cache, event: dict) -> bool:
     lag_ms = _lag_ms(event.get("at"))
     for category, (count, price) in deltas.items():
         if count or price:
-            db[CATEGORY_STATS].update_one(
-                {"_id": category},
-                {"$inc": {"product_count": count, "price_sum_cents": price},
-                 "$set": {"updated_at": dt.datetime.now(dt.timezone.utc), "last_event_lag_ms": lag_ms}},
-                upsert=True,
-            )
+            # Under a lock: FerretDB applies $inc as a read then a write (see services/shared/locks.py).
+            with document_lock(db, f"category-stats:{category}"):
+                db[CATEGORY_STATS].update_one(
+                    {"_id": category},
+                    {"$inc": {"product_count": count, "price_sum_cents": price},
+                     "$set": {"updated_at": dt.datetime.now(dt.timezone.utc), "last_event_lag_ms": lag_ms}},
+                    upsert=True,
+                )
     bump_generations(cache, [caching.LISTINGS_GEN])
     return True
 

@@ -64,6 +64,7 @@ class Publisher:
                         acks="all",
                         linger_ms=0,
                         max_block_ms=timeout,
+                        bootstrap_timeout_ms=timeout,  # a down broker must not hold the first publish 30 s
                         request_timeout_ms=max(timeout, 1000),
                         delivery_timeout_ms=max(timeout * 2, 2000),
                         retries=0,
