@@ -90,3 +90,12 @@ def sign_up(base_url: str, display_name: str = "Test User", password: str = "cor
 @pytest.fixture
 def account(gateway: str) -> Account:
     return sign_up(gateway)
+
+
+# Modules that leave the shared stack with much more data and queued work (tens of thousands
+# of imported products and their events) run last, so they cannot slow the others down.
+HEAVY_MODULES = ("test_jobs.py",)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name in HEAVY_MODULES)
