@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import signal
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ TEST_SETTINGS = {"LOG_LEVEL": "INFO", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS
                  "GUNICORN_GRACEFUL_TIMEOUT": "10"}
 
 
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then runs the teardown: the stack is stopped
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory) -> Stack:
     layout = Layout(
@@ -33,6 +38,7 @@ def stack(tmp_path_factory) -> Stack:
         port_offset=PORT_OFFSET,
     )
     the_stack = Stack(layout, log=lambda msg: print(f"[test stack] {msg}"))
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     atexit.register(the_stack.down)  # last resort if the session dies before the finalizer
     try:
         the_stack.up(settings=TEST_SETTINGS)
