@@ -17,6 +17,7 @@ from pymongo.database import Database
 
 from .api import iso_time
 from .events import TOPIC_JOBS, Publisher
+from .locks import document_lock
 
 JOBS, PAYLOADS = "jobs", "job_payloads"
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -87,7 +88,8 @@ def submit(db: Database, publisher: Publisher, job_type: str, owner_id: str, tot
 def publish(db: Database, publisher: Publisher, job_id: str, job_type: str) -> bool:
     if not publisher.publish(TOPIC_JOBS, job_id, {"job_id": job_id, "type": job_type}):
         return False
-    db[JOBS].update_one({"_id": job_id}, {"$set": {"published": True}})
+    with document_lock(db, f"job:{job_id}"):  # the worker may be updating the job right now
+        db[JOBS].update_one({"_id": job_id}, {"$set": {"published": True}})
     return True
 
 
@@ -110,7 +112,9 @@ def load_payload(db: Database, job_id: str) -> bytes:
 
 
 def update(db: Database, job_id: str, fields: dict[str, Any], inc: dict[str, int] | None = None) -> dict | None:
+    """Change a job under its lock: FerretDB would otherwise let two writers undo each other."""
     change: dict[str, Any] = {"$set": {**fields, "updated_at": now()}}
     if inc:
         change["$inc"] = inc
-    return db[JOBS].find_one_and_update({"_id": job_id}, change, return_document=ReturnDocument.AFTER)
+    with document_lock(db, f"job:{job_id}"):
+        return db[JOBS].find_one_and_update({"_id": job_id}, change, return_document=ReturnDocument.AFTER)
