@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pymongo import MongoClient
 
 from stack.control import Stack
 from stack.layout import REPO, Layout
@@ -51,6 +52,16 @@ def stack(tmp_path_factory) -> Stack:
 @pytest.fixture(scope="session")
 def gateway(stack: Stack) -> str:
     return stack.layout.gateway_url
+
+
+@pytest.fixture(scope="session")
+def db(stack: Stack):
+    """The stack's database, for tests that check what an API call wrote (or inject a fault)."""
+    client = MongoClient(f"mongodb://127.0.0.1:{stack.layout.db_port}/", serverSelectionTimeoutMS=10_000)
+    try:
+        yield client["scaleshop"]
+    finally:
+        client.close()
 
 
 def replica_url(stack: Stack, name: str) -> str:

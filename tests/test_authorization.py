@@ -27,7 +27,6 @@ from typing import Any, Callable
 import jwt
 import pytest
 import requests
-from pymongo import MongoClient
 
 from tests.api_checks import TIMEOUT, assert_error, create_product, unique_slug
 from tests.conftest import Account, sign_up
@@ -362,15 +361,6 @@ def owner(gateway) -> Account:
 @pytest.fixture(scope="module")
 def other(gateway) -> Account:
     return sign_up(gateway, display_name="Oscar Other")
-
-
-@pytest.fixture(scope="module")
-def db(stack):
-    client = MongoClient(f"mongodb://127.0.0.1:{stack.layout.db_port}/", serverSelectionTimeoutMS=10_000)
-    try:
-        yield client["scaleshop"]
-    finally:
-        client.close()
 
 
 @pytest.fixture

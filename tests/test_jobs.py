@@ -35,7 +35,6 @@ import pytest
 import requests
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
-from pymongo import MongoClient
 
 from tests.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
 from tests.conftest import Account, replica_url, sign_up
@@ -63,15 +62,6 @@ def owner(gateway) -> Account:
 @pytest.fixture(scope="module")
 def stranger(gateway) -> Account:
     return sign_up(gateway, display_name="Nosy Neighbour")
-
-
-@pytest.fixture(scope="module")
-def db(stack):
-    client = MongoClient(f"mongodb://127.0.0.1:{stack.layout.db_port}/", serverSelectionTimeoutMS=10_000)
-    try:
-        yield client["scaleshop"]
-    finally:
-        client.close()
 
 
 @pytest.fixture(scope="module")

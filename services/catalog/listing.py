@@ -13,23 +13,22 @@ from services.shared.cache import Cache
 from . import caching, store
 
 
-def read_products(db: Database, cache: Cache, normalized_query: dict, cache_enabled: bool) -> tuple[dict, str]:
-    key = caching.query_key("products", normalized_query)
+def _cached_query(cache: Cache, kind: str, normalized: dict, cache_enabled: bool, compute) -> tuple[dict, str]:
+    """Cache-aside for one query result, depending on the listings generation only."""
+    key = caching.query_key(kind, normalized)
     found = caching.lookup(cache, key, [caching.LISTINGS_GEN], cache_enabled)
     if found.status == "hit":
         return found.value, "hit"
-    deps = caching.generations(cache, found, [caching.LISTINGS_GEN])
-    result = store.list_products(db, normalized_query)
+    deps = caching.generations(cache, found, [caching.LISTINGS_GEN])  # before reading the database
+    result = compute()
     caching.store(cache, key, result, deps)
     return result, found.status
+
+
+def read_products(db: Database, cache: Cache, normalized_query: dict, cache_enabled: bool) -> tuple[dict, str]:
+    return _cached_query(cache, "products", normalized_query, cache_enabled,
+                         lambda: store.list_products(db, normalized_query))
 
 
 def read_categories(db: Database, cache: Cache, cache_enabled: bool) -> tuple[dict, str]:
-    key = caching.query_key("categories", {})
-    found = caching.lookup(cache, key, [caching.LISTINGS_GEN], cache_enabled)
-    if found.status == "hit":
-        return found.value, "hit"
-    deps = caching.generations(cache, found, [caching.LISTINGS_GEN])
-    result = {"items": store.category_counts(db)}
-    caching.store(cache, key, result, deps)
-    return result, found.status
+    return _cached_query(cache, "categories", {}, cache_enabled, lambda: {"items": store.category_counts(db)})

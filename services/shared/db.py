@@ -7,7 +7,6 @@ reports in the `X-DB-Round-Trips` response header.
 from __future__ import annotations
 
 import threading
-import time
 
 from flask import g, has_request_context, request
 from pymongo import MongoClient, monitoring
@@ -63,14 +62,12 @@ class IndexSetup:
         self._create = create
         self._done = False
         self._lock = threading.Lock()
-        self._last_try = 0.0
 
     def ensure(self, db: Database) -> None:
         if self._done:
             return
         with self._lock:
             if not self._done:
-                self._last_try = time.monotonic()
                 self._create(db)
                 self._done = True
 
