@@ -58,7 +58,12 @@ class Cache:
         if not force and time.monotonic() < self._broken_until.get(server, 0.0):
             raise CacheUnavailable(f"{server} failed moments ago")
         try:
-            return call(self._clients[server])
+            try:
+                return call(self._clients[server])
+            except (OSError, MemcacheError):
+                # A pooled connection from before a memcached restart fails once and is
+                # dropped; only a second failure, on a fresh connection, means it is down.
+                return call(self._clients[server])
         except (OSError, MemcacheError) as exc:
             self._broken_until[server] = time.monotonic() + self.BREAKER_SECONDS
             if time.monotonic() - self._last_warning > 5:
