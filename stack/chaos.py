@@ -60,9 +60,21 @@ class Recorder:
              expected: tuple[int, ...], **kwargs) -> requests.Response | None:
         """One request; returns the response when its status is expected, else None."""
         started = self.now()
+        kwargs.setdefault("timeout", TIMEOUT)
         try:
-            kwargs.setdefault("timeout", TIMEOUT)
-            response = session.request(method, url, **kwargs)
+            try:
+                response = session.request(method, url, **kwargs)
+            except requests.ConnectionError as exc:
+                if not _closed_without_response(exc):
+                    raise
+                # The gateway answers every request it has read (a replica that died mid-request
+                # becomes a JSON 503). A connection it closes with no response at all is an idle
+                # keep-alive connection closed by an nginx reload before the request was read, so
+                # the request was never applied: resend it once on a new connection, as browsers
+                # do (RFC 9112, 9.3.1). Counted apart, so the summary shows how often it happened.
+                self._count(kind, "resent_after_idle_close")
+                session.close()
+                response = session.request(method, url, **kwargs)
         except requests.RequestException as exc:
             self._count(kind, "connection_error")
             self.violation(f"{klass} {kind}: connection error through the gateway", method=method, url=url,
@@ -272,10 +284,11 @@ class Chaos:
 
     def _kill(self, name: str) -> dict:
         replica = self.stack.replicas[name]
-        os.kill(replica.proc.pid, signal.SIGKILL)
+        # Like a pod's container dying: every process of the replica at once (gunicorn's master
+        # and its workers; each replica runs in a process group of its own).
+        os.killpg(replica.proc.pid, signal.SIGKILL)
         if not replica.proc.wait_exit(10):
             raise RuntimeError(f"{name} survived SIGKILL")
-        # its orphaned gunicorn workers notice the dead parent and exit; wait until the port is free
         deadline = time.monotonic() + 30
         while _listening(replica.port) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -440,6 +453,12 @@ def wait_workers_ready(stack: Stack, count: int, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"workers not ready after {timeout}s")
         time.sleep(0.5)
+
+
+def _closed_without_response(exc: requests.ConnectionError) -> bool:
+    """True when the server closed the connection before sending any byte (not: refused, timed out)."""
+    text = repr(exc)
+    return "RemoteDisconnected" in text or "ConnectionResetError" in text or "BrokenPipeError" in text
 
 
 def _listening(port: int) -> bool:

@@ -227,7 +227,8 @@ http {{
         error_page 413 @too_large;
         error_page 414 /__gateway_errors/414;
         error_page 494 /__gateway_errors/431;
-        error_page 502 503 504 @unavailable;
+        # No replica answered (refused, dropped or timed out): a clear JSON 503, never a bare 502/504.
+        error_page 502 503 504 =503 @unavailable;
         location = /__gateway_errors/400 {{ internal; {_json_error(400, "bad_request", "the gateway could not parse this request")} }}
         location = /__gateway_errors/414 {{ internal; {_json_error(414, "uri_too_long", "the request line is too long")} }}
         location = /__gateway_errors/431 {{ internal; {_json_error(431, "request_header_fields_too_large", "a request header is too large")} }}

@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import statistics
 import time
 import uuid
@@ -36,6 +37,7 @@ import requests
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from services.worker.main import CONSUMER_GROUPS
 from tests.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
 from tests.conftest import Account, replica_url, sign_up
 
@@ -44,7 +46,6 @@ JOB_FIELDS = {"id", "type", "status", "progress", "created_at", "updated_at"}
 JOB_OPTIONAL = {"result", "error"}
 STATUSES = {"queued", "running", "succeeded", "failed"}
 FINISHED = {"succeeded", "failed"}
-WORKER_GROUP = "scaleshop-workers"  # services/worker/main.py
 BIG_IMPORT_TIMEOUT = 120  # s for a 10,000-product import to finish on 2 workers (it takes far less)
 
 
@@ -205,7 +206,8 @@ def wait_committed_past(bootstrap: str, metadata, timeout: float) -> None:
     tp = TopicPartition(metadata.topic, metadata.partition)
     try:
         while True:
-            committed = admin.list_group_offsets({WORKER_GROUP: [tp]}).get(WORKER_GROUP, {}).get(tp)
+            group = CONSUMER_GROUPS[metadata.topic]
+            committed = admin.list_group_offsets({group: [tp]}).get(group, {}).get(tp)
             if committed is not None and committed.offset > metadata.offset:
                 return
             assert time.monotonic() < deadline, \
@@ -222,7 +224,8 @@ def events_backlog(bootstrap: str) -> int:
     try:
         tps = [TopicPartition("catalog.events", p) for p in sorted(consumer.partitions_for_topic("catalog.events"))]
         ends = consumer.end_offsets(tps)
-        committed = admin.list_group_offsets({WORKER_GROUP: tps}).get(WORKER_GROUP, {})
+        group = CONSUMER_GROUPS["catalog.events"]
+        committed = admin.list_group_offsets({group: tps}).get(group, {})
         return sum(ends[tp] - max(getattr(committed.get(tp), "offset", 0) or 0, 0) for tp in tps)
     finally:
         consumer.close()
@@ -554,6 +557,44 @@ def test_a_job_submitted_while_kafka_is_down_runs_when_it_returns(stack, gateway
     finally:
         stack.start_server("kafka")  # no-op when it runs
         wait_workers_ready(stack, 2, timeout=120)
+
+
+def test_an_import_that_runs_while_kafka_is_down_completes_and_its_events_follow(stack, gateway, owner, db):
+    """A worker that lost the broker mid-job: the products' events wait in the outbox, the job succeeds.
+
+    The job runs here, in the test process, with a publisher whose broker is down (nothing
+    listens on its port); the stack's workers, whose broker is up, relay the outbox.
+    """
+    from services.shared import jobs as jobstore
+    from services.shared.cache import Cache
+    from services.shared.config import Settings
+    from services.shared.events import Publisher
+    from services.worker.handlers import HANDLERS
+    from services.worker.runner import run_job
+
+    with socket.socket() as probe:  # a port nothing listens on: a broker that is down
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    settings = Settings(auth_secret="test-secret-of-at-least-16-chars",
+                        mongodb_url=f"mongodb://127.0.0.1:{stack.layout.db_port}/",
+                        memcached_servers=f"127.0.0.1:{stack.layout.memcached_port}",
+                        kafka_bootstrap_servers=f"127.0.0.1:{dead_port}", kafka_timeout_ms=300)
+    category = unique_slug("dwn")
+    items = import_items(category, 120)
+    publisher = Publisher(settings, "test-broker-down")
+    try:
+        job = jobstore.submit(db, publisher, "import", owner.id, len(items), payload=json.dumps(items).encode())
+        assert job["published"] is False
+        outcome = run_job(db, Cache(settings), publisher, HANDLERS, job["_id"])
+    finally:
+        publisher.close()
+    assert outcome == "succeeded"
+    done = db["jobs"].find_one({"_id": job["_id"]})
+    assert done["status"] == "succeeded" and done["progress"] == {"done": 120, "total": 120}, done
+    assert db["products"].count_documents({"category": category}) == 120
+    # The events reach the category stats once the stack's workers relay the outbox.
+    expected = (len(items), round(sum(item["price_cents"] for item in items) / len(items)))
+    wait_stats(gateway, {category: expected}, timeout=60)
 
 
 def test_a_fresh_catalog_process_accepts_a_job_within_seconds_while_kafka_is_down(stack, gateway, owner, db):

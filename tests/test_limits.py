@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import uuid
 
@@ -130,6 +131,42 @@ def test_a_stalled_cache_cannot_hang_a_request(stack, gateway):
         assert elapsed < 5, f"a stalled memcached held the request {elapsed:.1f}s"
     finally:
         _signal_server(stack, "memcached", signal.SIGCONT)
+
+
+@pytest.mark.lifecycle
+def test_a_write_while_the_cache_stalls_still_makes_the_cached_page_stale(stack, gateway):
+    """memcached frozen for 1.2 s while a price changes: once it thaws, no replica serves the old page.
+
+    The write's own cache calls time out first (so the replica considers memcached failed);
+    its invalidation must be sent all the same, not skipped.
+    """
+    seller = sign_up(gateway)
+    product = create_product(gateway, seller.auth, unique_slug())
+    url = f"{gateway}/v1/products/{product['id']}"
+    for _ in range(20):
+        if requests.get(url, timeout=TIMEOUT).headers.get("X-Cache") == "hit":
+            break
+    else:
+        pytest.fail("the product page was never cached")
+    new_price = product["price_cents"] + 1
+    answer: dict = {}
+
+    def change_price() -> None:
+        answer["response"] = requests.patch(url, headers=seller.auth, json={"price_cents": new_price}, timeout=30)
+
+    writer = threading.Thread(target=change_price)
+    _signal_server(stack, "memcached", signal.SIGSTOP)
+    try:
+        writer.start()
+        time.sleep(1.2)
+    finally:
+        _signal_server(stack, "memcached", signal.SIGCONT)
+        writer.join(30)
+    assert answer["response"].status_code == 200, answer["response"].text
+    for _ in range(6):  # both catalog replicas, hits included
+        page = requests.get(url, timeout=TIMEOUT)
+        assert page.status_code == 200
+        assert page.json()["product"]["price_cents"] == new_price, page.headers.get("X-Cache")
 
 
 @pytest.mark.lifecycle

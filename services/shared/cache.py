@@ -23,7 +23,14 @@ log = logging.getLogger(__name__)
 
 
 class CacheUnavailable(Exception):
-    """memcached could not be reached for this call."""
+    """memcached could not be reached for this call; `refused`: it is not running at all."""
+
+    def __init__(self, message: str, refused: bool = False):
+        super().__init__(message)
+        self.refused = refused
+
+
+INVALIDATION_ATTEMPTS = 4
 
 
 class Cache:
@@ -69,7 +76,7 @@ class Cache:
             if time.monotonic() - self._last_warning > 5:
                 self._last_warning = time.monotonic()
                 log.warning("memcached %s unavailable: %s", server, exc)
-            raise CacheUnavailable(str(exc)) from None
+            raise CacheUnavailable(str(exc), refused=isinstance(exc, ConnectionRefusedError)) from None
 
     def _ttl(self, ttl: int | None) -> int:
         return self.default_ttl if ttl is None else ttl
@@ -175,17 +182,25 @@ def read_generations(cache: Cache, keys: list[str], known: dict[str, Any] | None
 def bump_generations(cache: Cache, keys: list[str]) -> bool:
     """Make every entry that depends on these namespaces stale. False if memcached was unreachable.
 
-    Unreachable means no replica can read those entries either; a memcached that comes
-    back after a restart is empty, so nothing stale survives.
+    A memcached that refuses connections is down for every replica, and it comes back
+    empty, so nothing stale survives it. One that is up but did not answer (a timeout or
+    a reset connection) may not have applied the bump and still serves the old entries to
+    other replicas, so the bump is tried again, up to `INVALIDATION_ATTEMPTS` times, before
+    the write answers (a bump applied twice does no harm).
     """
     ok = True
     for key in keys:
-        try:
-            if cache.incr(key) is None:  # absent (evicted): any fresh value will do
-                cache.set_now(key, _fresh_generation(), ttl=0)
-        except CacheUnavailable:
-            log.warning("could not invalidate %s: memcached unreachable", key)
-            ok = False
+        for attempt in range(1, INVALIDATION_ATTEMPTS + 1):
+            try:
+                if cache.incr(key) is None:  # absent (evicted): any fresh value will do
+                    cache.set_now(key, _fresh_generation(), ttl=0)
+                break
+            except CacheUnavailable as exc:
+                if exc.refused or attempt == INVALIDATION_ATTEMPTS:
+                    log.error("could not invalidate %s after %d attempt(s): %s", key, attempt, exc)
+                    ok = False
+                    break
+                time.sleep(0.05 * attempt)
     return ok
 
 

@@ -31,6 +31,20 @@ def emit(db: Database, publisher: Publisher, topic: str, key: str, value: dict[s
         db[OUTBOX].delete_one({"_id": record["_id"]})
 
 
+def publish_or_defer(db: Database, publisher: Publisher, topic: str, events: list[tuple[str, dict[str, Any]]]) -> bool:
+    """Publish a batch now; if the broker is down, record it for `relay`. False: it was deferred.
+
+    For callers that can run again after a crash (jobs): a crash between the two steps
+    publishes the batch again on the rerun, and consumers accept duplicates.
+    """
+    if publisher.publish_many(topic, events):
+        return True
+    created = jobs.now()
+    db[OUTBOX].insert_many([{"_id": uuid.uuid4().hex, "topic": topic, "key": key, "value": value,
+                             "created_at": created} for key, value in events])
+    return False
+
+
 def relay(db: Database, publisher: Publisher, older_than_s: float = 2.0, limit: int = 200) -> int:
     """Publish what the outbox and the job table still hold; returns how many went out."""
     sent = 0

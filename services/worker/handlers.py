@@ -1,7 +1,8 @@
 """What each job type does. Every handler is safe to run twice (redelivery after a crash).
 
 - import: upserts each product under a stable id derived from (job id, position), in
-  batches, advancing `progress` after each; cached lists are made stale at the end.
+  batches, advancing `progress` after each; its events go to Kafka, or to the outbox while
+  Kafka is down; cached lists are made stale at the end.
 - export: gathers everything the user owns (account, products, reviews) into the result.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from services.catalog import caching, store
 from services.catalog.commands import product_event
 from services.shared.events import TOPIC_CATALOG_EVENTS
 from services.shared.cache import bump_generations
+from services.shared import outbox
 from services.shared.jobs import load_payload
 from services.user.accounts import USERS, own_view
 
@@ -32,8 +34,8 @@ def run_import(ctx: JobContext) -> dict:
         batch = items[start:start + IMPORT_BATCH]
         written = store.upsert_imported(ctx.db, seller_id, ctx.job["_id"], start, batch)
         events = [(str(doc["_id"]), product_event("product.created", doc)) for doc in written]
-        if not ctx.publisher.publish_many(TOPIC_CATALOG_EVENTS, events):
-            raise RuntimeError("could not publish the imported products' events; the job will be retried")
+        # Kafka down: the events wait in the outbox and the import goes on.
+        outbox.publish_or_defer(ctx.db, ctx.publisher, TOPIC_CATALOG_EVENTS, events)
         done = start + len(batch)
         ctx.progress(done, len(items))
     bump_generations(ctx.cache, [caching.LISTINGS_GEN])

@@ -1,8 +1,11 @@
-"""The worker process: one member of the `scaleshop-workers` consumer group.
+"""The worker process: one member of each of the workers' two consumer groups.
 
-It consumes `jobs` (runs each job to its end, see runner.py) and `catalog.events`
-(folds them into derived data, see services/catalog/projections.py), committing each
-offset only after the effect is durable. A relay thread publishes what the outbox holds.
+It consumes `jobs` in the group `scaleshop-workers` (runs each job to its end, see
+runner.py) and `catalog.events` in the group `scaleshop-workers-events` (folds them into
+derived data, see services/catalog/projections.py), committing each offset only after the
+effect is durable. Two groups, not one: a rebalance waits for every member of its group
+to poll again, so in one shared group a slow batch of events held up the hand-over of
+jobs after a worker died (and the reverse), for minutes under load. A relay thread publishes what the outbox holds.
 /healthz, /readyz and /metrics are served on PORT.
 """
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .handlers import HANDLERS
 
 log = logging.getLogger("worker")
 
-CONSUMER_GROUP = "scaleshop-workers"
+CONSUMER_GROUPS = {TOPIC_JOBS: "scaleshop-workers", TOPIC_CATALOG_EVENTS: "scaleshop-workers-events"}
 RELAY_INTERVAL_S = 1.0
 
 
@@ -143,11 +146,12 @@ class Worker:
             try:
                 consumer = KafkaConsumer(
                     bootstrap_servers=list(self.settings.kafka_bootstrap_servers),
-                    group_id=CONSUMER_GROUP,
+                    group_id=CONSUMER_GROUPS[topic],
                     client_id=f"{self.settings.replica_id}-{topic}",
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
-                    max_poll_records=1 if topic == TOPIC_JOBS else 200,
+                    # a member rejoins a rebalance only when it polls: keep the time between polls short
+                    max_poll_records=1 if topic == TOPIC_JOBS else 50,
                     session_timeout_ms=6000,
                     heartbeat_interval_ms=1500,
                     max_poll_interval_ms=600000,
@@ -210,7 +214,7 @@ def main() -> None:
     _serve_probes(state, settings)
     worker = Worker(settings, state)
     threading.Thread(target=worker.relay_forever, name="outbox-relay", daemon=True).start()
-    log.info("worker started", extra={"group": CONSUMER_GROUP})
+    log.info("worker started", extra={"groups": sorted(CONSUMER_GROUPS.values())})
     events = threading.Thread(target=worker.consume, args=(TOPIC_CATALOG_EVENTS,), name="events")
     events.start()
     worker.consume(TOPIC_JOBS)
