@@ -2,8 +2,9 @@
 
 While a bounded, steady mix of traffic runs through the gateway, inject in sequence:
 SIGKILL user-1 (then restore), SIGKILL catalog-1 (then restore), scale catalog 2->4->2,
-restart memcached, stop Kafka for 20 s (short form: 5 s), SIGKILL a worker mid-import
-(then restore workers to 2). Every request is counted by kind and outcome, and checked:
+restart memcached, stop Kafka for 20 s, SIGKILL a worker mid-import (then restore workers
+to 2). The short form (in `make test`) has shorter pauses between faults, fewer products
+and a 2,000-product import instead of 10,000. Every request is counted by kind and outcome, and checked:
 
 - reads and idempotent requests: no failure at all (the gateway retries GETs);
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
@@ -36,6 +37,7 @@ import requests
 from .control import Stack
 
 TIMEOUT = 30
+KAFKA_DOWN_S = 20.0
 READ, WRITE = "read", "write"
 
 
@@ -404,8 +406,7 @@ class Chaos:
             time.sleep(pause)
             rec.fault("restart memcached", lambda: self.restart_server("memcached", 1.0))
             time.sleep(pause)
-            kafka_down = 5.0 if self.short else 20.0
-            rec.fault(f"stop kafka for {kafka_down:.0f}s", lambda: self.restart_server("kafka", kafka_down))
+            rec.fault(f"stop kafka for {KAFKA_DOWN_S:.0f}s", lambda: self.restart_server("kafka", KAFKA_DOWN_S))
             time.sleep(pause)
             rec.fault("sigkill a worker mid-import, then scale worker 2", self.kill_worker_mid_import)
             time.sleep(pause)
@@ -480,7 +481,7 @@ def run_chaos(stack: Stack, short: bool, out: str | Path | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack.chaos", description=__doc__.split("\n")[0])
-    parser.add_argument("--short", action="store_true", help="the short form (Kafka down 5 s, smaller imports)")
+    parser.add_argument("--short", action="store_true", help="the short form (shorter pauses, smaller imports)")
     parser.add_argument("--out", required=True, help="where to write the JSON summary")
     args = parser.parse_args(argv)
     stack = Stack(log=lambda msg: print(f"[chaos] {msg}", flush=True))

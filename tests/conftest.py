@@ -111,7 +111,7 @@ def account(gateway: str) -> Account:
 
 # Modules that leave the shared stack with much more data and queued work (tens of thousands
 # of imported products and their events) run last, so they cannot slow the others down.
-HEAVY_MODULES = ("test_jobs.py",)
+HEAVY_MODULES = ("test_jobs.py", "test_chaos.py")
 
 
 def pytest_collection_modifyitems(items):
