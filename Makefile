@@ -63,8 +63,9 @@ CHAOS_OUT ?= reports/chaos/summary-$(shell date +%Y%m%d-%H%M%S).json
 
 .PHONY: chaos
 
-chaos: install  ## faults under load on a stack of its own (ports +10000); summary in reports/chaos/
+chaos: install  ## faults under load on a fresh stack of its own (ports +10000); summary in reports/chaos/
 	@export SCALESHOP_PORT_OFFSET=$(CHAOS_PORT_OFFSET) SCALESHOP_RUN_DIR=$(abspath $(CHAOS_RUN_DIR)); \
+	$(PY) -m stack down >/dev/null && rm -rf "$$SCALESHOP_RUN_DIR"; \
 	trap '$(PY) -m stack down' EXIT; \
 	$(PY) -m stack up && $(PY) -m stack.chaos --out $(CHAOS_OUT)
 
