@@ -108,7 +108,8 @@ def kafka_format_storage(layout: Layout) -> None:
     id_file = layout.run_dir / "kafka" / "cluster-id"
     if not id_file.exists():
         id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
-    cmd = _java_base(layout) + ["kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(),
+    # "--cluster-id=<id>", one argument: an id that starts with "-" (1 in 64) is not an option
+    cmd = _java_base(layout) + ["kafka.tools.StorageTool", "format", f"--cluster-id={id_file.read_text().strip()}",
                                 "-c", str(conf), "--ignore-formatted"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:

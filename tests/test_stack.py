@@ -166,6 +166,19 @@ def test_a_port_in_use_gives_a_clear_message_not_a_traceback(tmp_path):
     assert not (tmp_path / "state.json").exists() or '"proc"' not in (tmp_path / "state.json").read_text()
 
 
+def test_kafka_storage_formats_with_a_cluster_id_that_starts_with_a_dash(tmp_path):
+    """Cluster ids are random URL-safe base64: 1 in 64 starts with "-", which once broke `make up`."""
+    from stack.layout import Layout
+    from stack.servers import kafka_format_storage
+
+    layout = Layout(run_dir=tmp_path, cache_dir=REPO / ".cache", port_offset=30000)
+    (tmp_path / "kafka").mkdir()
+    (tmp_path / "kafka" / "cluster-id").write_text("-Ab3dEfGhIjKlMnOpQrStUw")
+    kafka_format_storage(layout)
+    meta = next(tmp_path.rglob("meta.properties")).read_text()
+    assert "cluster.id=-Ab3dEfGhIjKlMnOpQrStUw" in meta
+
+
 def test_an_impossible_port_offset_is_refused_clearly(tmp_path):
     env = dict(os.environ, SCALESHOP_RUN_DIR=str(tmp_path), SCALESHOP_PORT_OFFSET="60000")
     result = subprocess.run([sys.executable, "-m", "stack", "status"], cwd=REPO, env=env,
