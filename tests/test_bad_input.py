@@ -445,3 +445,25 @@ def test_wrong_method_is_405_json_with_allow(gateway, method, path, allowed):
     assert_error(response, 405, "method_not_allowed")
     advertised = {m.strip() for m in response.headers.get("Allow", "").split(",") if m.strip()}
     assert allowed <= advertised, response.headers.get("Allow")
+
+
+def test_the_text_rules_refuse_exactly_control_surrogate_private_and_bidi_characters():
+    """The regex classes behind every text field agree with Unicode's categories, for every code point.
+
+    Long text refuses Cc (but newline and tab), Cs, Co and the bidi overrides/isolates; one-line
+    text also refuses tab, newline and the Zl/Zp separators.
+    """
+    from services.shared.validation import _BIDI_CONTROLS, _CONTROL_CHARS, _LINE_BREAKS
+
+    bidi = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+    wrong = []
+    for code in range(0x110000):
+        ch = chr(code)
+        category = unicodedata.category(ch)
+        if bool(_CONTROL_CHARS.match(ch)) != (category in ("Cc", "Cs", "Co") and ch not in "\n\t"):
+            wrong.append(("control", hex(code)))
+        if bool(_BIDI_CONTROLS.match(ch)) != (ch in bidi):
+            wrong.append(("bidi", hex(code)))
+        if bool(_LINE_BREAKS.match(ch)) != (ch in "\n\t" or category in ("Zl", "Zp")):
+            wrong.append(("line break", hex(code)))
+    assert wrong == []

