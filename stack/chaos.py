@@ -4,7 +4,7 @@ While a bounded, steady mix of traffic runs through the gateway, inject in seque
 SIGKILL user-1 (then restore), SIGKILL catalog-1 (then restore), scale catalog 2->4->2,
 restart memcached, stop Kafka for 20 s, SIGKILL a worker mid-import (then restore workers
 to 2). The short form (in `make test`) has shorter pauses between faults, fewer products
-and a 2,000-product import instead of 10,000. Every request is counted by kind and outcome, and checked:
+and a 5,000-product import instead of 10,000. Every request is counted by kind and outcome, and checked:
 
 - reads and idempotent requests: no failure at all (the gateway retries GETs);
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
@@ -318,7 +318,7 @@ class Chaos:
         entry = self.rec.faults[-1]
         wait_workers_ready(self.stack, 2, timeout=120)
         s = requests.Session()
-        size = 2000 if self.short else 10000
+        size = 5000 if self.short else 10000  # big enough to be caught running
         job_id = self.submit_import(s, size, "Big")
         if job_id is None:
             raise RuntimeError("the big import was not accepted")
