@@ -8,7 +8,8 @@ and a 5,000-product import instead of 10,000. Every request is counted by kind a
 
 - reads and idempotent requests: no failure at all (the gateway retries GETs);
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
-  503 is read back: it took effect fully or not at all);
+  503 is read back: it took effect fully or not at all; one that took effect after all, as
+  a write can when the database timed out, is counted as `503_but_applied`);
 - every import accepted with 202 completes exactly once (succeeded, and its category
   holds exactly as many products as the import had);
 - no read that started after a confirmed write shows older data (prices only ever go
@@ -74,28 +75,28 @@ class Recorder:
                 # keep-alive connection closed by an nginx reload before the request was read, so
                 # the request was never applied: resend it once on a new connection, as browsers
                 # do (RFC 9112, 9.3.1). Counted apart, so the summary shows how often it happened.
-                self._count(kind, "resent_after_idle_close")
+                self.count(kind, "resent_after_idle_close")
                 session.close()
                 response = session.request(method, url, **kwargs)
         except requests.RequestException as exc:
-            self._count(kind, "connection_error")
+            self.count(kind, "connection_error")
             self.violation(f"{klass} {kind}: connection error through the gateway", method=method, url=url,
                            started=started, error=repr(exc)[:300])
             return None
         status = response.status_code
         if status in expected:
-            self._count(kind, "ok")
+            self.count(kind, "ok")
             return response
         is_json = response.headers.get("Content-Type", "").startswith("application/json")
         if status == 503 and is_json and klass == WRITE:
-            self._count(kind, "503")
+            self.count(kind, "503")
             return None
-        self._count(kind, f"http_{status}")
+        self.count(kind, f"http_{status}")
         self.violation(f"{klass} {kind}: unexpected {status}", method=method, url=url, started=started,
                        served_by=response.headers.get("X-Served-By"), body=response.text[:300])
         return None
 
-    def _count(self, kind: str, outcome: str) -> None:
+    def count(self, kind: str, outcome: str) -> None:
         with self.lock:
             self.counts[(kind, outcome)] += 1
 
@@ -133,6 +134,7 @@ class Chaos:
         # product id -> (confirmed price, next price to write); written by one thread per seller
         self.confirmed: dict[str, int] = {}
         self.next_price: dict[str, int] = {}
+        self.unconfirmed: dict[str, set[int]] = {}  # prices whose PATCH answered 503
         self.sellers: list[dict] = []
         self.reviewers: list[dict] = []
         self.imports: list[dict] = []  # {job_id, category, size, owner}
@@ -172,6 +174,7 @@ class Chaos:
                 seller["products"].append(pid)
                 self.confirmed[pid] = 1000
                 self.next_price[pid] = 1001
+                self.unconfirmed[pid] = set()
             self.sellers.append(seller)
         self.reviewers = [self._account(s, f"Chaos Reviewer {i}") for i in range(3 if self.short else 5)]
 
@@ -232,19 +235,31 @@ class Chaos:
                               headers=seller["auth"], json={"price_cents": price, "description": f"chaos rev {price}"})
             if r is not None:
                 self.confirmed[pid] = max(self.confirmed[pid], price)
-            else:  # failed (503): read back; it took effect fully or not at all
-                old = self.confirmed[pid]
-                started = self.rec.now()
-                back = self.rec.call(s, "readback", READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
-                if back is not None:
-                    product = back.json()["product"]
-                    self._check_product(product, old, "read back after a failed PATCH", started)
-                    if product["price_cents"] == price:
-                        self.confirmed[pid] = price
-                    elif product["price_cents"] != old:
-                        self.rec.violation("failed PATCH left an unexpected price", product=pid,
-                                           attempted=price, confirmed=old, seen=product["price_cents"])
+                continue
+            # Failed (503): read back. The write is whole or absent; an earlier write that also
+            # answered 503 (a database timeout) may have landed since, whole, but never over a
+            # newer one (the service writes on a version compare-and-set).
+            self.unconfirmed[pid].add(price)
+            old = self.confirmed[pid]
+            started = self.rec.now()
+            back = self.rec.call(s, "readback", READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
+            if back is not None:
+                product = back.json()["product"]
+                self._check_product(product, old, "read back after a failed PATCH", started)
+                seen = product["price_cents"]
+                if seen != old and not self._landed(pid, seen):
+                    self.rec.violation("failed PATCH left an unexpected price", product=pid,
+                                       attempted=price, confirmed=old, seen=seen)
             time.sleep(0.05)
+
+    def _landed(self, pid: str, seen: int) -> bool:
+        """True (and `seen` now confirmed) if it is a write that answered 503 and took effect after all."""
+        if seen not in self.unconfirmed[pid] or seen < self.confirmed[pid]:
+            return False
+        self.rec.count("patch_price", "503_but_applied")
+        self.unconfirmed[pid].discard(seen)
+        self.confirmed[pid] = seen
+        return True
 
     def misc_writer(self) -> None:
         """Reviews (each reviewer at most once per product) and sign-ins."""
@@ -379,7 +394,7 @@ class Chaos:
                 continue
             product = r.json()["product"]
             self._check_product(product, price, "final read", started)
-            if product["price_cents"] != price:
+            if product["price_cents"] != price and not self._landed(pid, product["price_cents"]):
                 self.rec.violation("final price differs from the last write known to have taken effect",
                                    product=pid, expected=price, seen=product["price_cents"])
 
@@ -414,7 +429,7 @@ class Chaos:
             self.stop.set()
             for t in threads:
                 t.join(TIMEOUT + 5)
-            restore(self.stack)
+            restore(self.stack, wait_for_events=False)
         print(f"[chaos] {self.rec.now():7.1f}s traffic stopped; checking {len(self.imports)} imports", flush=True)
         self.check_imports()
         self.check_final_prices()
@@ -425,12 +440,46 @@ class Chaos:
         return summary
 
 
-def restore(stack: Stack) -> None:
-    """Leave the stack as the run found it: servers running, 2 replicas of each service."""
+def restore(stack: Stack, wait_for_events: bool = True) -> None:
+    """Leave the stack as the run found it: servers running, 2 replicas of each service, and
+    (unless told not to) every event of the run folded: later users would wait behind them."""
     for name in ("memcached", "kafka"):
         stack.start_server(name)  # no-op when it runs
     for service in ("user", "catalog", "worker"):
         stack.scale(service, 2)
+    if wait_for_events:
+        wait_events_folded(stack, timeout=180)
+
+
+def wait_events_folded(stack: Stack, timeout: float) -> None:
+    """Until the workers' events group has committed every catalog.events message (or timeout)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.admin import KafkaAdminClient
+
+    from services.shared.events import TOPIC_CATALOG_EVENTS
+    from services.worker.main import CONSUMER_GROUPS
+
+    group = CONSUMER_GROUPS[TOPIC_CATALOG_EVENTS]
+    bootstrap = f"127.0.0.1:{stack.layout.kafka_port}"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    deadline = time.monotonic() + timeout
+    try:
+        partitions = [TopicPartition(TOPIC_CATALOG_EVENTS, p)
+                      for p in sorted(consumer.partitions_for_topic(TOPIC_CATALOG_EVENTS) or [])]
+        while True:
+            ends = consumer.end_offsets(partitions)
+            committed = admin.list_group_offsets({group: partitions}).get(group, {})
+            backlog = sum(ends[tp] - max(getattr(committed.get(tp), "offset", 0) or 0, 0) for tp in partitions)
+            if backlog <= 0:
+                return
+            if time.monotonic() > deadline:
+                print(f"[chaos] {backlog} events still to fold after {timeout:.0f}s", flush=True)
+                return
+            time.sleep(1.0)
+    finally:
+        consumer.close()
+        admin.close()
 
 
 def worker_readyz(stack: Stack) -> dict[str, dict | None]:

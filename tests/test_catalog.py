@@ -13,6 +13,7 @@ import re
 
 import pytest
 import requests
+from bson import ObjectId
 
 from tests.api_checks import TIMEOUT, assert_error, create_product, post_raw, product_body, unique_slug
 from tests.conftest import Account, sign_up
@@ -670,3 +671,21 @@ def test_categories_count_products(gateway, seller):
     assert now.get(first, {"product_count": 0})["product_count"] == 0
     assert now[second]["product_count"] == 2
     assert [c["slug"] for c in counts().values()] == sorted(counts())  # listed by slug
+
+
+def test_a_change_that_outlived_its_request_cannot_undo_a_newer_one(gateway, seller, db):
+    """A PATCH whose database write timed out in the service may still be applied later by the
+    database. Writes are a compare-and-set on the product's version, so that late write is a
+    no-op once a newer change has landed (it used to overwrite it)."""
+    from services.catalog import store
+
+    product = create_product(gateway, seller.auth, unique_slug())
+    stale_version = db["products"].find_one({"_id": ObjectId(product["id"])})["version"]
+    newer = requests.patch(f"{gateway}/v1/products/{product['id']}", headers=seller.auth, timeout=TIMEOUT,
+                           json={"price_cents": 2000, "description": "the newer change"})
+    assert newer.status_code == 200, newer.text
+    late = store.update_product(db, product["id"], {"price_cents": 1500, "description": "the late write"},
+                                expected_version=stale_version)
+    assert late is None
+    page = requests.get(f"{gateway}/v1/products/{product['id']}", timeout=TIMEOUT).json()["product"]
+    assert (page["price_cents"], page["description"]) == (2000, "the newer change")

@@ -280,7 +280,7 @@ def test_timeouts_are_counted_and_timed():
         shop.delays[SLOW] = 2.0
         result = run_load(config(shop.url, rate=20.0, duration=1.0, warmup=0.2, timeout=0.3), workload(SLOW))
     assert result["errors_by_kind"] == {"timeout": result["requests"]}
-    assert 300.0 <= result["latency_ms"]["p50"] <= 400.0
+    assert 299.0 <= result["latency_ms"]["p50"] <= 400.0  # 0.3 s, within the histogram's 3 significant digits
 
 
 # ------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pymongo.database import Database
 
 from services.shared import outbox
 from services.shared.cache import Cache, bump_generations
+from services.shared.errors import DependencyUnavailable
 from services.shared.events import TOPIC_CATALOG_EVENTS, Publisher
 from services.shared.locks import document_lock
 
@@ -70,14 +71,21 @@ def _product_lock(db: Database, product_id: str):
     return document_lock(db, f"product:{product_id}")
 
 
+CHANGE_ATTEMPTS = 5
+
+
 def change_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str,
                    changes: dict) -> dict:
-    _owned_product(db, product_id, user_id)
-    with _product_lock(db, product_id):
-        doc = store.update_product(db, product_id, changes)
+    """Compare-and-set on the product's version, read again when another write came first."""
+    for _ in range(CHANGE_ATTEMPTS):
+        with _product_lock(db, product_id):
+            current = _owned_product(db, product_id, user_id)  # raises once it is deleted
+            doc = store.update_product(db, product_id, changes, expected_version=current["version"])
+        if doc is not None:
+            break
+    else:
+        raise DependencyUnavailable("the product is being changed by others; retry")
     _invalidate(cache, product_id)
-    if doc is None:  # deleted meanwhile
-        raise ProductNotFound()
     _emit(db, publisher, "product.updated", doc)
     return doc
 

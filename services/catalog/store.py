@@ -120,14 +120,19 @@ def find_product(db: Database, product_id: str) -> dict | None:
     return db[PRODUCTS].find_one({"_id": ObjectId(product_id)})
 
 
-def update_product(db: Database, product_id: str, changes: dict) -> dict | None:
+def update_product(db: Database, product_id: str, changes: dict, expected_version: int) -> dict | None:
+    """Apply the changes only if the product is still at `expected_version` (None otherwise).
+
+    The condition makes a write that outlived its request (timed out here, still queued in
+    the database) a no-op once a newer write has landed, instead of undoing it.
+    """
     if "category" in changes:
         _ensure_category(db, changes["category"])
     if "name" in changes:
         changes["name_lower"] = changes["name"].lower()
     changes["updated_at"] = _now()
     return db[PRODUCTS].find_one_and_update(
-        {"_id": ObjectId(product_id)}, {"$set": changes, "$inc": {"version": 1}},
+        {"_id": ObjectId(product_id), "version": expected_version}, {"$set": changes, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
     )
 
