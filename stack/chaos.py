@@ -4,7 +4,8 @@ While a bounded, steady mix of traffic runs through the gateway, inject in seque
 SIGKILL user-1 (then restore), SIGKILL catalog-1 (then restore), scale catalog 2->4->2,
 restart memcached, stop Kafka for 20 s, SIGKILL a worker mid-import (then restore workers
 to 2). The short form (in `make test`) has shorter pauses between faults, fewer products
-and a 5,000-product import instead of 10,000. Every request is counted by kind and outcome, and checked:
+and a 5,000-product import instead of 10,000. Every request is counted by kind and
+outcome, and checked:
 
 - reads and idempotent requests: no failure at all (the gateway retries GETs);
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
@@ -192,6 +193,16 @@ class Chaos:
                                x_cache=response.headers.get("X-Cache") if response is not None else None,
                                served_by=response.headers.get("X-Served-By") if response is not None else None)
 
+    def _read_product(self, s: requests.Session, kind: str, pid: str, floor: int, where: str) -> dict | None:
+        """GET the product page and check what it shows against the price confirmed before the read."""
+        started = self.rec.now()
+        r = self.rec.call(s, kind, READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
+        if r is None:
+            return None
+        product = r.json()["product"]
+        self._check_product(product, floor, where, started, r)
+        return product
+
     def reader(self, index: int) -> None:
         s = requests.Session()
         ids = list(self.confirmed)
@@ -203,10 +214,7 @@ class Chaos:
             choice = n % 5
             started = self.rec.now()
             if choice in (0, 1, 2):
-                floor = self.confirmed[pid]
-                r = self.rec.call(s, "product_page", READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
-                if r is not None:
-                    self._check_product(r.json()["product"], floor, "product page", started, r)
+                self._read_product(s, "product_page", pid, self.confirmed[pid], "product page")
             elif choice == 3:
                 floors = dict(self.confirmed)
                 r = self.rec.call(s, "product_list", READ, "GET", f"{self.base}/v1/products",
@@ -235,22 +243,23 @@ class Chaos:
                               headers=seller["auth"], json={"price_cents": price, "description": f"chaos rev {price}"})
             if r is not None:
                 self.confirmed[pid] = max(self.confirmed[pid], price)
-                continue
-            # Failed (503): read back. The write is whole or absent; an earlier write that also
-            # answered 503 (a database timeout) may have landed since, whole, but never over a
-            # newer one (the service writes on a version compare-and-set).
-            self.unconfirmed[pid].add(price)
-            old = self.confirmed[pid]
-            started = self.rec.now()
-            back = self.rec.call(s, "readback", READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
-            if back is not None:
-                product = back.json()["product"]
-                self._check_product(product, old, "read back after a failed PATCH", started)
-                seen = product["price_cents"]
-                if seen != old and not self._landed(pid, seen):
-                    self.rec.violation("failed PATCH left an unexpected price", product=pid,
-                                       attempted=price, confirmed=old, seen=seen)
+            else:
+                self._read_back(s, pid, price)
             time.sleep(0.05)
+
+    def _read_back(self, s: requests.Session, pid: str, price: int) -> None:
+        """After a PATCH that answered 503: the write is whole or absent. An earlier write that
+        also answered 503 (a database timeout) may have landed since, whole, but never over a
+        newer one (the service writes on a version compare-and-set)."""
+        self.unconfirmed[pid].add(price)
+        old = self.confirmed[pid]
+        product = self._read_product(s, "readback", pid, old, "read back after a failed PATCH")
+        if product is None:
+            return
+        seen = product["price_cents"]
+        if seen != old and not self._landed(pid, seen):
+            self.rec.violation("failed PATCH left an unexpected price", product=pid,
+                               attempted=price, confirmed=old, seen=seen)
 
     def _landed(self, pid: str, seen: int) -> bool:
         """True (and `seen` now confirmed) if it is a write that answered 503 and took effect after all."""
@@ -388,12 +397,9 @@ class Chaos:
     def check_final_prices(self) -> None:
         s = requests.Session()
         for pid, price in self.confirmed.items():
-            started = self.rec.now()
-            r = self.rec.call(s, "product_page", READ, "GET", f"{self.base}/v1/products/{pid}", (200,))
-            if r is None:
+            product = self._read_product(s, "product_page", pid, price, "final read")
+            if product is None:
                 continue
-            product = r.json()["product"]
-            self._check_product(product, price, "final read", started)
             if product["price_cents"] != price and not self._landed(pid, product["price_cents"]):
                 self.rec.violation("final price differs from the last write known to have taken effect",
                                    product=pid, expected=price, seen=product["price_cents"])

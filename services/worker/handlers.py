@@ -13,9 +13,9 @@ from bson import ObjectId
 
 from services.catalog import caching, store
 from services.catalog.commands import product_event
-from services.shared.events import TOPIC_CATALOG_EVENTS
-from services.shared.cache import bump_generations
 from services.shared import outbox
+from services.shared.cache import bump_generations
+from services.shared.events import TOPIC_CATALOG_EVENTS
 from services.shared.jobs import load_payload
 from services.user.accounts import USERS, own_view
 

@@ -5,7 +5,8 @@ runner.py) and `catalog.events` in the group `scaleshop-workers-events` (folds t
 derived data, see services/catalog/projections.py), committing each offset only after the
 effect is durable. Two groups, not one: a rebalance waits for every member of its group
 to poll again, so in one shared group a slow batch of events held up the hand-over of
-jobs after a worker died (and the reverse), for minutes under load. A relay thread publishes what the outbox holds.
+jobs after a worker died (and the reverse), for minutes under load. A relay thread
+publishes what the outbox holds.
 /healthz, /readyz and /metrics are served on PORT.
 """
 from __future__ import annotations
