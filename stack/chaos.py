@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -37,6 +36,8 @@ from pathlib import Path
 import requests
 
 from .control import Stack
+from .procs import listening
+from .workers import wait_events_folded, wait_workers_ready, worker_readyz
 
 TIMEOUT = 30
 KAFKA_DOWN_S = 20.0
@@ -316,7 +317,7 @@ class Chaos:
         if not replica.proc.wait_exit(10):
             raise RuntimeError(f"{name} survived SIGKILL")
         deadline = time.monotonic() + 30
-        while _listening(replica.port) and time.monotonic() < deadline:
+        while listening(replica.port) and time.monotonic() < deadline:
             time.sleep(0.1)
         return {"pid": replica.proc.pid, "port": replica.port}
 
@@ -453,76 +454,14 @@ def restore(stack: Stack, wait_for_events: bool = True) -> None:
         stack.start_server(name)  # no-op when it runs
     for service in ("user", "catalog", "worker"):
         stack.scale(service, 2)
-    if wait_for_events:
-        wait_events_folded(stack, timeout=180)
-
-
-def wait_events_folded(stack: Stack, timeout: float) -> None:
-    """Until the workers' events group has committed every catalog.events message (or timeout)."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.admin import KafkaAdminClient
-
-    from services.shared.events import TOPIC_CATALOG_EVENTS
-    from services.worker.main import CONSUMER_GROUPS
-
-    group = CONSUMER_GROUPS[TOPIC_CATALOG_EVENTS]
-    bootstrap = f"127.0.0.1:{stack.layout.kafka_port}"
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    deadline = time.monotonic() + timeout
-    try:
-        partitions = [TopicPartition(TOPIC_CATALOG_EVENTS, p)
-                      for p in sorted(consumer.partitions_for_topic(TOPIC_CATALOG_EVENTS) or [])]
-        while True:
-            ends = consumer.end_offsets(partitions)
-            committed = admin.list_group_offsets({group: partitions}).get(group, {})
-            backlog = sum(ends[tp] - max(getattr(committed.get(tp), "offset", 0) or 0, 0) for tp in partitions)
-            if backlog <= 0:
-                return
-            if time.monotonic() > deadline:
-                print(f"[chaos] {backlog} events still to fold after {timeout:.0f}s", flush=True)
-                return
-            time.sleep(1.0)
-    finally:
-        consumer.close()
-        admin.close()
-
-
-def worker_readyz(stack: Stack) -> dict[str, dict | None]:
-    states = {}
-    for replica in stack.service_replicas("worker"):
-        try:
-            states[replica.name] = requests.get(f"http://127.0.0.1:{replica.port}/readyz", timeout=3).json()
-        except (requests.RequestException, ValueError):
-            states[replica.name] = None
-    return states
-
-
-def wait_workers_ready(stack: Stack, count: int, timeout: float) -> None:
-    """Until `count` workers are ready and share all partitions of `jobs`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ready = [s for s in worker_readyz(stack).values() if s and s.get("status") == "ready"]
-        owned = [{p for p in s.get("assigned", []) if p.startswith("jobs/")} for s in ready]
-        if len(ready) == count and all(owned) and len(set().union(*owned)) == 6:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready after {timeout}s")
-        time.sleep(0.5)
+    if wait_for_events and (left := wait_events_folded(stack, timeout=180)):
+        print(f"[chaos] {left} events still to fold after 180s", flush=True)
 
 
 def _closed_without_response(exc: requests.ConnectionError) -> bool:
     """True when the server closed the connection before sending any byte (not: refused, timed out)."""
     text = repr(exc)
     return "RemoteDisconnected" in text or "ConnectionResetError" in text or "BrokenPipeError" in text
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def run_chaos(stack: Stack, short: bool, out: str | Path | None = None) -> dict:

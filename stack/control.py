@@ -26,7 +26,7 @@ from .layout import (
     STACK_DEFAULT_SETTINGS,
     Layout,
 )
-from .procs import Proc, StackError, http_status, require_free, spawn, wait_http, wait_port
+from .procs import Proc, StackError, http_status, listening, require_free, spawn, wait_http, wait_port
 
 INFRA = ("database", "memcached", "kafka", "gateway")
 STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20}
@@ -365,7 +365,7 @@ class Stack:
             if alive and name == "gateway":
                 health = _health(f"{self.layout.gateway_url}/healthz")
             elif alive:
-                health = "listening" if _listening(entry["port"]) else "not listening"
+                health = "listening" if listening(entry["port"]) else "not listening"
             rows.append({"name": name, "port": entry["port"] if entry else None, "pid": proc.pid if proc else None,
                          "state": "running" if alive else "stopped", "health": health, "cpu_limit": "none"})
         for replica in sorted(self.replicas.values(), key=lambda r: (SERVICES.index(r.service), r.index)):
@@ -403,13 +403,3 @@ def _health(url: str) -> str:
     except Exception:  # noqa: BLE001 - any failure is reported as such
         status = http_status(url)
         return f"unhealthy ({status})" if status else "no answer"
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False

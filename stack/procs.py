@@ -110,6 +110,15 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on the port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def require_free(ports: dict[str, int]) -> None:
     busy = [f"{port} ({name})" for name, port in ports.items() if not port_free(port)]
     if busy:

@@ -38,6 +38,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
 from services.worker.main import CONSUMER_GROUPS
+from stack.workers import events_backlog, wait_workers_ready, worker_readyz
 from tests.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
 from tests.conftest import Account, replica_url, sign_up
 
@@ -217,54 +218,11 @@ def wait_committed_past(bootstrap: str, metadata, timeout: float) -> None:
         admin.close()
 
 
-def events_backlog(bootstrap: str) -> int:
-    """How many catalog.events messages the workers' group has not committed yet."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    try:
-        tps = [TopicPartition("catalog.events", p) for p in sorted(consumer.partitions_for_topic("catalog.events"))]
-        ends = consumer.end_offsets(tps)
-        group = CONSUMER_GROUPS["catalog.events"]
-        committed = admin.list_group_offsets({group: tps}).get(group, {})
-        return sum(ends[tp] - max(getattr(committed.get(tp), "offset", 0) or 0, 0) for tp in tps)
-    finally:
-        consumer.close()
-        admin.close()
-
-
 def parse_json(raw: bytes | None):
     try:
         return json.loads(raw or b"")
     except ValueError:
         return None
-
-
-def worker_readyz(stack) -> dict[str, dict | None]:
-    """Each worker replica's /readyz body (None when it does not answer)."""
-    states = {}
-    for replica in stack.service_replicas("worker"):
-        try:
-            states[replica.name] = requests.get(f"{replica_url(stack, replica.name)}/readyz", timeout=3).json()
-        except (requests.RequestException, ValueError):
-            states[replica.name] = None
-    return states
-
-
-def wait_workers_ready(stack, count: int = 2, timeout: float = 90) -> None:
-    """Wait until `count` workers are connected to Kafka and share the 6 partitions of `jobs`
-    and the 6 of `catalog.events` (each worker holding some of each)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        states = worker_readyz(stack)
-        ready = [s for s in states.values() if s and s["status"] == "ready"]
-        settled = len(ready) == count
-        for topic in ("jobs/", "catalog.events/"):
-            owned = [{p for p in s["assigned"] if p.startswith(topic)} for s in ready]
-            settled = settled and all(owned) and len(set().union(*owned)) == 6
-        if settled:
-            return
-        assert time.monotonic() < deadline, f"workers not ready after {timeout}s: {states}"
-        time.sleep(0.5)
 
 
 # ---- 2. validation of POST /v1/imports ------------------------------------------------------
