@@ -4,12 +4,15 @@
 #
 #   .cache/venv/            Python virtualenv with requirements-dev.txt
 #   .cache/debian/          memcached and nginx, unpacked from Debian's packages
-#   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`
+#   .cache/mongo/           the local database: mongo-java-server jars (Maven, stack/mongo/pom.xml)
+#                           and its launcher compiled from stack/mongo/ScaleshopMongo.java
+#   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`: the previous
+#                           local database, kept to migrate old data folders and for `make bench`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
 #   .cache/bin/helm         Helm 3, built with `go install` (chart checks of `make test`, kind-up)
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
-# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|ferretdb|kafka|helm]...
+# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|mongo|ferretdb|kafka|helm]...
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -84,16 +87,38 @@ install_ferretdb() {
 
 ensure_java() {
   if command -v java >/dev/null; then return; fi
-  log "installing a Java runtime for Kafka"
+  log "installing a Java runtime for Kafka and the database"
   apt_update_once
   apt-get install -y -qq --no-install-recommends default-jre-headless >/dev/null || die "could not install Java"
+}
+
+ensure_maven() {
+  command -v mvn >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends maven >/dev/null; }
+}
+
+# mongo-java-server from Maven Central, started by our own launcher (it takes the address,
+# port and file; upstream's main binds localhost:27017 only). javac comes with Debian's JDK.
+install_mongo() {
+  local src="$REPO/stack/mongo"
+  local inputs=("$src/pom.xml" "$src/ScaleshopMongo.java")
+  if [[ -f "$CACHE/mongo/classes/ScaleshopMongo.class" ]] && stamp_ok mongo "${inputs[@]}"; then return; fi
+  ensure_java
+  command -v javac >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends default-jdk-headless >/dev/null; }
+  ensure_maven
+  log "fetching mongo-java-server jars with Maven and compiling its launcher"
+  rm -rf "$CACHE/mongo"
+  mvn -q -B -f "$src/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/mongo/libs" >/dev/null \
+    || die "Maven could not fetch the mongo-java-server jars"
+  javac -d "$CACHE/mongo/classes" -cp "$CACHE/mongo/libs/*" "$src/ScaleshopMongo.java" \
+    || die "could not compile stack/mongo/ScaleshopMongo.java"
+  stamp_write mongo "${inputs[@]}"
 }
 
 install_kafka() {
   local pom="$REPO/stack/kafka/pom.xml"
   ensure_java
   if compgen -G "$CACHE/kafka/libs/kafka_2.13-*.jar" >/dev/null && stamp_ok kafka "$pom"; then return; fi
-  command -v mvn >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends maven >/dev/null; }
+  ensure_maven
   log "fetching Apache Kafka jars with Maven"
   rm -rf "$CACHE/kafka/libs"
   mvn -q -B -f "$pom" dependency:copy-dependencies -DoutputDirectory="$CACHE/kafka/libs" >/dev/null \
@@ -122,16 +147,17 @@ install_helm() {
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian ferretdb kafka helm)
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian mongo ferretdb kafka helm)
 start=$(date +%s)
 for part in "${parts[@]}"; do
   case "$part" in
     venv) install_venv ;;
     debian) install_debian ;;
-    ferretdb) if command -v mongod >/dev/null; then log "mongod found on PATH: FerretDB not needed"; else install_ferretdb; fi ;;
+    mongo) install_mongo ;;
+    ferretdb) install_ferretdb ;;
     kafka) install_kafka ;;
     helm) install_helm ;;
-    *) die "unknown part '$part' (venv, debian, ferretdb, kafka, helm)" ;;
+    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"

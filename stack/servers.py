@@ -33,19 +33,51 @@ def memcached_command(layout: Layout, memory_mb: int = 128) -> list[str]:
 
 
 # ---- database ----------------------------------------------------------------------------
+# mongo-java-server on its H2 backend, chosen by the database benchmark (README "The local
+# database"); a `mongod` found on PATH is used instead. FerretDB, the previous default, is only
+# started to migrate a data folder it wrote (stack/migrate.py) and by the benchmark.
+
+DATABASE_HEAP = "-Xmx768m"
+MONGO_DATA_FILE = "scaleshop.mv"
+
 
 def database_kind() -> str:
-    return "mongod" if shutil.which("mongod") else "ferretdb"
+    return "mongod" if shutil.which("mongod") else "mongo-java-server"
+
+
+def database_dir(layout: Layout) -> Path:
+    return layout.data_dir / "db"
+
+
+def java_binary() -> str:
+    java = shutil.which("java")
+    if not java:
+        raise StackError("java is not on PATH: run `make install`")
+    return java
+
+
+def mongo_java_server_command(cache_dir: Path, port: int, data_file: Path | None) -> list[str]:
+    """mongo-java-server on 127.0.0.1:`port`, on an H2 file, or in memory when `data_file` is None."""
+    classes = cache_dir / "mongo/classes"
+    _need(classes / "ScaleshopMongo.class", "mongo-java-server")
+    storage = ["--file", str(data_file)] if data_file is not None else ["--memory"]
+    return [java_binary(), "-Xms128m", DATABASE_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", f"{classes}:{cache_dir / 'mongo/libs'}/*",
+            "ScaleshopMongo", "--host", "127.0.0.1", "--port", str(port), *storage]
+
+
+def ferretdb_command(cache_dir: Path, port: int, sqlite_dir: Path) -> list[str]:
+    binary = _need(cache_dir / "bin/ferretdb", "FerretDB")
+    return [binary, f"--listen-addr=127.0.0.1:{port}", f"--sqlite-dir={sqlite_dir}", "--log-level=warn"]
 
 
 def database_command(layout: Layout) -> list[str]:
-    data = layout.data_dir / "db"
+    data = database_dir(layout)
     data.mkdir(parents=True, exist_ok=True)
     if database_kind() == "mongod":
         return [shutil.which("mongod") or "mongod", "--dbpath", str(data), "--bind_ip", "127.0.0.1",
                 "--port", str(layout.db_port), "--quiet"]
-    binary = _need(layout.cache_dir / "bin/ferretdb", "FerretDB")
-    return [binary, f"--listen-addr=127.0.0.1:{layout.db_port}", f"--sqlite-dir={data}", "--log-level=warn"]
+    return mongo_java_server_command(layout.cache_dir, layout.db_port, data / MONGO_DATA_FILE)
 
 
 # ---- Kafka (KRaft, one combined broker and controller) ----------------------------------
@@ -89,9 +121,7 @@ def _kafka_properties(layout: Layout) -> Path:
 
 
 def _java_base(layout: Layout) -> list[str]:
-    java = shutil.which("java")
-    if not java:
-        raise StackError("java is not on PATH: run `make install`")
+    java = java_binary()
     logs = layout.log_dir / "kafka"
     logs.mkdir(parents=True, exist_ok=True)
     return [

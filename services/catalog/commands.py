@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pymongo.database import Database
 
-from services.shared import outbox
+from services.shared import outbox, storage
 from services.shared.cache import Cache, bump_generations
 from services.shared.errors import DependencyUnavailable
 from services.shared.events import TOPIC_CATALOG_EVENTS, Publisher
-from services.shared.locks import document_lock
 
 from . import caching, store
 
@@ -68,7 +67,7 @@ def _owned_product(db: Database, product_id: str, user_id: str) -> dict:
 
 
 def _product_lock(db: Database, product_id: str):
-    return document_lock(db, f"product:{product_id}")
+    return storage.of(db).exclusive(db, f"product:{product_id}")
 
 
 CHANGE_ATTEMPTS = 5

@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.catalog import caching
 from services.shared.cache import Cache, bump_generations
-from services.shared.locks import document_lock
+from services.shared import storage
 
 PRODUCT_INDEX, CATEGORY_STATS = "product_index", "category_stats"
 
@@ -63,8 +63,7 @@ def apply_event(db: Database, cache: Cache, event: dict) -> bool:
     lag_ms = _lag_ms(event.get("at"))
     for category, (count, price) in deltas.items():
         if count or price:
-            # Under a lock: FerretDB applies $inc as a read then a write (see services/shared/locks.py).
-            with document_lock(db, f"category-stats:{category}"):
+            with storage.of(db).exclusive(db, f"category-stats:{category}"):
                 db[CATEGORY_STATS].update_one(
                     {"_id": category},
                     {"$inc": {"product_count": count, "price_sum_cents": price},

@@ -18,7 +18,7 @@ from pymongo.database import Database
 
 from .api import iso_time
 from .events import TOPIC_JOBS, Publisher
-from .locks import document_lock
+from . import storage
 
 JOBS, PAYLOADS = "jobs", "job_payloads"
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -93,7 +93,7 @@ def submit(db: Database, publisher: Publisher, job_type: str, owner_id: str, tot
 def publish(db: Database, publisher: Publisher, job_id: str, job_type: str) -> bool:
     if not publisher.publish(TOPIC_JOBS, job_id, {"job_id": job_id, "type": job_type}):
         return False
-    with document_lock(db, f"job:{job_id}"):  # the worker may be updating the job right now
+    with storage.of(db).exclusive(db, f"job:{job_id}"):  # the worker may be updating the job right now
         db[JOBS].update_one({"_id": job_id}, {"$set": {"published": True}})
     return True
 
@@ -119,9 +119,9 @@ def load_payload(db: Database, job: dict) -> bytes:
 
 
 def update(db: Database, job_id: str, fields: dict[str, Any], inc: dict[str, int] | None = None) -> dict | None:
-    """Change a job under its lock: FerretDB would otherwise let two writers undo each other."""
+    """Change a job atomically (under its lock where the server needs one: see storage.py)."""
     change: dict[str, Any] = {"$set": {**fields, "updated_at": now()}}
     if inc:
         change["$inc"] = inc
-    with document_lock(db, f"job:{job_id}"):
+    with storage.of(db).exclusive(db, f"job:{job_id}"):
         return db[JOBS].find_one_and_update({"_id": job_id}, change, return_document=ReturnDocument.AFTER)
