@@ -10,6 +10,8 @@
 #                           local database, kept to migrate old data folders and for `make bench`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
 #   .cache/bin/helm         Helm 3, built with `go install` (chart checks of `make test`, kind-up)
+#   .cache/postgresql/      Debian's PostgreSQL 15, unpacked: only for `make bench` (FerretDB on
+#                           PostgreSQL); not a default part, `make bench` asks for it
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
 # current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|mongo|ferretdb|kafka|helm]...
@@ -146,6 +148,43 @@ install_helm() {
   stamp_write helm <(echo "$want")
 }
 
+# Debian's PostgreSQL 15 for the database benchmark (FerretDB's postgresql handler), unpacked
+# like memcached and nginx. PostgreSQL refuses to run as root, so as root this part also
+# creates the system user that owns the benchmark's PostgreSQL data folders and runs the server.
+PG_MAJOR=15
+PG_USER=scaleshop-pg   # also in stack/dbservers.py
+PG_RUNTIME_LIBS=(libicu72 libxml2 libssl3 libldap-2.5-0 libgssapi-krb5-2 libpam0g liblz4-1 libzstd1 libsystemd0 libuuid1 libxslt1.1 tzdata)
+install_postgresql() {
+  local root="$CACHE/postgresql" bin="$CACHE/postgresql/usr/lib/postgresql/$PG_MAJOR/bin"
+  if [[ $EUID == 0 ]] && ! id -u "$PG_USER" >/dev/null 2>&1; then
+    log "creating the system user $PG_USER (PostgreSQL does not run as root)"
+    useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$PG_USER" \
+      || die "could not create the user $PG_USER"
+  fi
+  if [[ -x "$bin/postgres" && -x "$bin/initdb" ]] && stamp_ok postgresql <(echo "postgresql-$PG_MAJOR"); then return; fi
+  command -v apt-get >/dev/null || die "apt-get is needed to fetch postgresql-$PG_MAJOR"
+  local debs="$CACHE/postgresql-debs"
+  rm -rf "$debs" "$root"; mkdir -p "$debs" "$root"
+  log "fetching postgresql-$PG_MAJOR from Debian"
+  if ! (cd "$debs" && apt-get download -qq "postgresql-$PG_MAJOR" >/dev/null 2>&1); then
+    apt_update_once
+    (cd "$debs" && apt-get download -qq "postgresql-$PG_MAJOR" >/dev/null 2>&1) \
+      || die "apt-get download postgresql-$PG_MAJOR failed"
+  fi
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+  rm -rf "$debs"
+  chmod -R a+rX "$root"  # the unprivileged server reads it
+  if ldd "$bin/postgres" "$bin/initdb" | grep -q 'not found' || [[ ! -d /usr/share/zoneinfo ]]; then
+    log "installing the shared libraries PostgreSQL links against"
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends "${PG_RUNTIME_LIBS[@]}" >/dev/null \
+      || die "could not install ${PG_RUNTIME_LIBS[*]}"
+    if ldd "$bin/postgres" "$bin/initdb" | grep 'not found'; then die "libraries still missing (above)"; fi
+  fi
+  "$bin/postgres" --version >&2
+  stamp_write postgresql <(echo "postgresql-$PG_MAJOR")
+}
+
 parts=("$@")
 [[ ${#parts[@]} -gt 0 ]] || parts=(venv debian mongo ferretdb kafka helm)
 start=$(date +%s)
@@ -157,7 +196,8 @@ for part in "${parts[@]}"; do
     ferretdb) install_ferretdb ;;
     kafka) install_kafka ;;
     helm) install_helm ;;
-    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm)" ;;
+    postgresql) install_postgresql ;;
+    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm, postgresql)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"

@@ -80,13 +80,18 @@ def _reap(pid: int) -> None:
         pass
 
 
-def spawn(argv: list[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> Proc:
-    """Start a detached process (own session) with stdout and stderr appended to `log_file`."""
+def spawn(argv: list[str], log_file: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+          user: str | None = None) -> Proc:
+    """Start a detached process (own session) with stdout and stderr appended to `log_file`.
+
+    `user`: run it as that OS user and its group (needs root), e.g. a server that refuses root.
+    """
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
     with open(log_file, "ab") as out:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True,
+            env=env, cwd=cwd, start_new_session=True, **as_user,
         )
     for _ in range(100):
         started = _start_time(child.pid)

@@ -71,12 +71,22 @@ def ferretdb_command(cache_dir: Path, port: int, sqlite_dir: Path) -> list[str]:
     return [binary, f"--listen-addr=127.0.0.1:{port}", f"--sqlite-dir={sqlite_dir}", "--log-level=warn"]
 
 
+def ferretdb_postgresql_command(cache_dir: Path, port: int, postgresql_url: str) -> list[str]:
+    """FerretDB on PostgreSQL (the database benchmark only; stack/dbservers.py starts PostgreSQL)."""
+    binary = _need(cache_dir / "bin/ferretdb", "FerretDB")
+    return [binary, f"--listen-addr=127.0.0.1:{port}", f"--postgresql-url={postgresql_url}", "--log-level=warn"]
+
+
+def mongod_command(port: int, data_dir: Path) -> list[str]:
+    return [shutil.which("mongod") or "mongod", "--dbpath", str(data_dir), "--bind_ip", "127.0.0.1",
+            "--port", str(port), "--quiet"]
+
+
 def database_command(layout: Layout) -> list[str]:
     data = database_dir(layout)
     data.mkdir(parents=True, exist_ok=True)
     if database_kind() == "mongod":
-        return [shutil.which("mongod") or "mongod", "--dbpath", str(data), "--bind_ip", "127.0.0.1",
-                "--port", str(layout.db_port), "--quiet"]
+        return mongod_command(layout.db_port, data)
     return mongo_java_server_command(layout.cache_dir, layout.db_port, data / MONGO_DATA_FILE)
 
 
