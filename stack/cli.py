@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 
+from . import migrate, servers
 from .control import Stack
 from .layout import MAX_REPLICAS, SERVICES, Layout
 from .procs import StackError
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("replicas", nargs="*", metavar="SERVICE=N")
     sub.add_parser("down", help="stop everything by pid; data is kept")
     sub.add_parser("status", help="every process, its port, pid, state, health and CPU limit")
+    sub.add_parser("migrate", help="copy a data folder written by FerretDB to the current database (make up does it too)")
     scale = sub.add_parser("scale", help="start or drain replicas")
     scale.add_argument("replicas", nargs="+", metavar="SERVICE=N")
     logs = sub.add_parser("logs", help="print logs")
@@ -110,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             print("[stack] stopped; data kept in", stack.layout.data_dir)
         elif args.command == "status":
             _print_status(stack)
+        elif args.command == "migrate":
+            if stack.server_alive("database"):
+                raise StackError("the database is running: `make down` first")
+            if migrate.needs_migration(stack.layout):
+                migrate.migrate(stack.layout, stack.log)
+            else:
+                print("[stack] nothing to migrate in", servers.database_dir(stack.layout))
         elif args.command == "scale":
             for service, count in _replica_counts(args.replicas).items():
                 stack.scale(service, count)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import cgroups, servers
+from . import cgroups, migrate, servers
 from .layout import (
     DEFAULT_REPLICAS,
     HTTP_SERVICES,
@@ -93,7 +93,7 @@ class Stack:
     def _infra_proc(self, name: str) -> Proc | None:
         return Proc.from_json(self.infra.get(name, {}).get("proc"))
 
-    def _infra_alive(self, name: str) -> bool:
+    def server_alive(self, name: str) -> bool:
         proc = self._infra_proc(name)
         return proc is not None and proc.alive()
 
@@ -218,16 +218,17 @@ class Stack:
             "kafka controller": lay.kafka_controller_port, "gateway": lay.gateway_port,
         }
         require_free({name: port for name, port in ports.items()
-                      if not self._infra_alive(name.split()[0])})
+                      if not self.server_alive(name.split()[0])})
 
-        if not self._infra_alive("kafka"):
+        if not self.server_alive("kafka"):
             self.log(f"starting Kafka (KRaft) on {lay.kafka_port}")
             servers.kafka_format_storage(lay)
             self._spawn_infra("kafka", servers.kafka_command(lay), lay.kafka_port)
-        if not self._infra_alive("database"):
+        if not self.server_alive("database"):
+            migrate.migrate_if_needed(lay, self.log)
             self.log(f"starting the database ({servers.database_kind()}) on {lay.db_port}")
             self._spawn_infra("database", servers.database_command(lay), lay.db_port)
-        if not self._infra_alive("memcached"):
+        if not self.server_alive("memcached"):
             self.log(f"starting memcached on {lay.memcached_port}")
             self._spawn_infra("memcached", servers.memcached_command(lay), lay.memcached_port)
         for name, timeout in (("database", 30), ("memcached", 10)):
@@ -269,7 +270,7 @@ class Stack:
             raise StackError(f"unknown service '{service}' (one of: {', '.join(SERVICES)})")
         if not 0 <= count <= MAX_REPLICAS:
             raise StackError(f"replicas must be between 0 and {MAX_REPLICAS}, got {count}")
-        if not self._infra_alive("gateway"):
+        if not self.server_alive("gateway"):
             raise StackError("the stack is not running: `make up` first")
         self._prune_dead()
         current = self.service_replicas(service)
@@ -319,7 +320,7 @@ class Stack:
     def start_server(self, name: str) -> None:
         """Start a stopped server again on its port, with the data it had."""
         lay = self.layout
-        if self._infra_alive(name):
+        if self.server_alive(name):
             return
         commands = {
             "database": lambda: servers.database_command(lay),

@@ -5,7 +5,7 @@
 #   .cache/venv/            Python virtualenv with requirements-dev.txt
 #   .cache/debian/          memcached and nginx, unpacked from Debian's packages
 #   .cache/mongo/           the local database: mongo-java-server jars (Maven, stack/mongo/pom.xml)
-#                           and its launcher compiled from stack/mongo/ScaleshopMongo.java
+#                           and our launcher and secondary indexes compiled from stack/mongo/*.java
 #   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`: the previous
 #                           local database, kept to migrate old data folders and for `make bench`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
@@ -99,10 +99,11 @@ ensure_maven() {
 }
 
 # mongo-java-server from Maven Central, started by our own launcher (it takes the address,
-# port and file; upstream's main binds localhost:27017 only). javac comes with Debian's JDK.
+# port and file; upstream's main binds localhost:27017 only) with the secondary indexes
+# upstream lacks (stack/mongo/*.java). javac comes with Debian's JDK.
 install_mongo() {
   local src="$REPO/stack/mongo"
-  local inputs=("$src/pom.xml" "$src/ScaleshopMongo.java")
+  local inputs=("$src/pom.xml" "$src"/*.java)
   if [[ -f "$CACHE/mongo/classes/ScaleshopMongo.class" ]] && stamp_ok mongo "${inputs[@]}"; then return; fi
   ensure_java
   command -v javac >/dev/null || { apt_update_once; apt-get install -y -qq --no-install-recommends default-jdk-headless >/dev/null; }
@@ -111,8 +112,8 @@ install_mongo() {
   rm -rf "$CACHE/mongo"
   mvn -q -B -f "$src/pom.xml" dependency:copy-dependencies -DoutputDirectory="$CACHE/mongo/libs" >/dev/null \
     || die "Maven could not fetch the mongo-java-server jars"
-  javac -d "$CACHE/mongo/classes" -cp "$CACHE/mongo/libs/*" "$src/ScaleshopMongo.java" \
-    || die "could not compile stack/mongo/ScaleshopMongo.java"
+  javac -d "$CACHE/mongo/classes" -cp "$CACHE/mongo/libs/*" "$src"/*.java \
+    || die "could not compile stack/mongo/*.java"
   stamp_write mongo "${inputs[@]}"
 }
 

@@ -9,7 +9,10 @@
  * interval, so an acknowledged write (w:1, j:false) is at most that old when the process is
  * killed with SIGKILL. SIGTERM closes the store cleanly.
  *
- * Usage: ScaleshopMongo --host 127.0.0.1 --port 27017 (--file data/scaleshop.mv | --memory)
+ * On a file it runs IndexedH2Backend (upstream's H2 backend plus secondary indexes, see there);
+ * --upstream-indexes runs upstream's backend as it is, for the database benchmark.
+ *
+ * Usage: ScaleshopMongo --host 127.0.0.1 --port 27017 (--file data/scaleshop.mv | --memory) [--upstream-indexes]
  */
 import de.bwaldvogel.mongo.MongoBackend;
 import de.bwaldvogel.mongo.MongoServer;
@@ -26,12 +29,14 @@ public final class ScaleshopMongo {
         int port = 27017;
         String file = null;
         boolean memory = false;
+        boolean plain = false;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--host" -> host = args[++i];
                 case "--port" -> port = Integer.parseInt(args[++i]);
                 case "--file" -> file = args[++i];
                 case "--memory" -> memory = true;
+                case "--upstream-indexes" -> plain = true;
                 default -> usage("unknown argument " + args[i]);
             }
         }
@@ -47,7 +52,7 @@ public final class ScaleshopMongo {
                 .cacheSize(CACHE_MB)
                 .open();
             store.setAutoCommitDelay(COMMIT_DELAY_MS);
-            backend = new H2Backend(store);
+            backend = plain ? new H2Backend(store) : new IndexedH2Backend(store);
         }
         MongoServer server = new MongoServer(backend);
         server.bind(host, port);
@@ -57,7 +62,7 @@ public final class ScaleshopMongo {
 
     private static void usage(String problem) {
         System.err.println(problem);
-        System.err.println("usage: ScaleshopMongo --host HOST --port PORT (--file PATH | --memory)");
+        System.err.println("usage: ScaleshopMongo --host HOST --port PORT (--file PATH | --memory) [--upstream-indexes]");
         System.exit(2);
     }
 }

@@ -1,0 +1,160 @@
+/*
+ * mongo-java-server's H2 backend with the two things a catalog's queries need from a database
+ * and upstream leaves out: non-unique secondary indexes (CompoundIndex), and a query planner that
+ * uses an index when the query constrains the index's fields among others (upstream uses one only
+ * when the query has exactly the index's fields, so `{_id: x, version: v}` read the whole
+ * collection). Everything else, storage included, is upstream's H2 backend.
+ */
+import java.util.Comparator;
+import java.util.List;
+import java.util.stream.Stream;
+import java.util.stream.StreamSupport;
+
+import org.h2.mvstore.MVMap;
+import org.h2.mvstore.MVStore;
+
+import de.bwaldvogel.mongo.MongoCollection;
+import de.bwaldvogel.mongo.MongoDatabase;
+import de.bwaldvogel.mongo.backend.CollectionOptions;
+import de.bwaldvogel.mongo.backend.CursorRegistry;
+import de.bwaldvogel.mongo.backend.Index;
+import de.bwaldvogel.mongo.backend.IndexKey;
+import de.bwaldvogel.mongo.backend.QueryResult;
+import de.bwaldvogel.mongo.backend.h2.H2Backend;
+import de.bwaldvogel.mongo.backend.h2.H2Collection;
+import de.bwaldvogel.mongo.backend.h2.H2Database;
+import de.bwaldvogel.mongo.bson.Document;
+
+final class IndexedH2Backend extends H2Backend {
+    /** The store of the database being constructed (its constructor opens collections before its fields are set). */
+    static final ThreadLocal<MVStore> OPENING = new ThreadLocal<>();
+
+    IndexedH2Backend(MVStore store) {
+        super(store);
+    }
+
+    @Override
+    protected MongoDatabase openOrCreateDatabase(String databaseName) {
+        OPENING.set(getMvStore());
+        try {
+            return new IndexedH2Database(databaseName, getMvStore(), getCursorRegistry());
+        } finally {
+            OPENING.remove();
+        }
+    }
+}
+
+final class IndexedH2Database extends H2Database {
+    private final MVStore store;
+
+    IndexedH2Database(String databaseName, MVStore store, CursorRegistry cursorRegistry) {
+        super(databaseName, store, cursorRegistry);
+        this.store = store;
+    }
+
+    @Override
+    protected Index<Object> openOrCreateSecondaryIndex(String collectionName, String indexName, List<IndexKey> keys,
+                                                       boolean sparse) {
+        return new CompoundIndex<>(indexName, keys, sparse);
+    }
+
+    @Override
+    protected MongoCollection<Object> openOrCreateCollection(String collectionName, CollectionOptions options) {
+        MVStore mvStore = store != null ? store : IndexedH2Backend.OPENING.get();
+        // The map names of upstream's H2Database.openOrCreateCollection, so the file stays upstream's format.
+        String fullName = getFullCollectionNamespace(collectionName);
+        MVMap<Object, Document> dataMap = mvStore.openMap("databases." + fullName);
+        MVMap<String, Object> metaMap = mvStore.openMap("meta." + fullName);
+        return new IndexedH2Collection(this, collectionName, options, dataMap, metaMap, cursorRegistry);
+    }
+}
+
+final class IndexedH2Collection extends H2Collection {
+    IndexedH2Collection(MongoDatabase database, String collectionName, CollectionOptions options,
+                        MVMap<Object, Document> dataMap, MVMap<String, Object> metaMap, CursorRegistry cursorRegistry) {
+        super(database, collectionName, options, dataMap, metaMap, cursorRegistry);
+    }
+
+    /**
+     * The plan, in this order: walk an index in the sort's order (a page costs what it returns,
+     * not what the query matches); else read the candidates one index names and sort them; else
+     * read everything (upstream). Among indexes, the one that pins the most fields wins. Every
+     * document read is checked against the whole query.
+     */
+    @Override
+    protected QueryResult queryDocuments(Document query, Document orderBy, int numberToSkip, int limit, int batchSize,
+                                         Document fieldSelector) {
+        if (orderBy != null && !orderBy.isEmpty()) {
+            Iterable<List<Object>> runs = null;
+            int best = -1;
+            for (Index<Object> index : getIndexes()) {
+                if (index instanceof CompoundIndex<Object> compound) {
+                    Iterable<List<Object>> found = compound.ordered(query, orderBy);
+                    CompoundIndex.Plan plan = compound.plan(query);
+                    int pinned = plan == null ? 0 : plan.equalityFields();
+                    if (found != null && pinned > best) {
+                        runs = found;
+                        best = pinned;
+                    }
+                }
+            }
+            if (runs != null) {
+                Comparator<Document> comparator = deriveComparator(orderBy);
+                Stream<Document> documents = StreamSupport.stream(runs.spliterator(), false)
+                    .flatMap(run -> run.stream().map(this::getDocument).sorted(comparator));
+                return matchDocumentsFromStream(query, documents, numberToSkip, limit, batchSize, null, fieldSelector);
+            }
+        }
+        Index<Object> chosen = null;
+        int best = -1;
+        for (Index<Object> index : getIndexes()) {
+            Document onIndexFields = onFieldsOf(index, query);
+            if (onIndexFields.isEmpty() || !index.canHandle(onIndexFields)) {
+                continue;
+            }
+            int pinned = index instanceof CompoundIndex<Object> compound
+                ? compound.plan(onIndexFields).equalityFields() : Integer.MAX_VALUE; // a unique key: one document
+            if (pinned > best) {
+                chosen = index;
+                best = pinned;
+            }
+        }
+        if (chosen != null) {
+            return matchDocuments(query, chosen.getPositions(onFieldsOf(chosen, query)), orderBy, numberToSkip, limit,
+                                  batchSize, fieldSelector);
+        }
+        return super.queryDocuments(query, orderBy, numberToSkip, limit, batchSize, fieldSelector);
+    }
+
+    private static Document onFieldsOf(Index<Object> index, Document query) {
+        Document onIndexFields = new Document();
+        for (IndexKey key : index.getKeys()) {
+            if (query.containsKey(key.getKey())) {
+                onIndexFields.put(key.getKey(), query.get(key.getKey()));
+            }
+        }
+        return onIndexFields;
+    }
+
+    /** Counted from an index alone when it answers the query exactly; upstream does not hold the lock here. */
+    @Override
+    public synchronized int count(Document query, int skip, int limit) {
+        if (query != null && !query.isEmpty() && skip <= 0 && limit <= 0) {
+            for (Index<Object> index : getIndexes()) {
+                if (index instanceof CompoundIndex<Object> compound) {
+                    Integer count = compound.exactCount(query);
+                    if (count != null) {
+                        return count;
+                    }
+                }
+            }
+        }
+        return super.count(query, skip, limit);
+    }
+
+    /** Built under the lock, so no write slips past an index while it is being filled. */
+    @Override
+    public synchronized void addIndex(Index<Object> index) {
+        super.addIndex(index);
+    }
+}
