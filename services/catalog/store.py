@@ -217,7 +217,7 @@ def upsert_imported(db: Database, seller_id: str, job_id: str, start: int, items
         return []
     for slug in {item["category"] for item in items}:
         _ensure_category(db, slug)
-    try:  # plain inserts: an upsert batch makes FerretDB hold one connection per update
+    try:  # plain inserts: a re-run finds its products there (duplicate key) and leaves them as they are
         db[PRODUCTS].insert_many(docs, ordered=False)
     except BulkWriteError as exc:
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]

@@ -44,7 +44,7 @@ def connect(settings: Settings, service: str) -> MongoClient:
         serverSelectionTimeoutMS=timeout,
         connectTimeoutMS=timeout,
         socketTimeoutMS=max(timeout * 5, 5000),
-        retryWrites=False,  # FerretDB has no sessions; a failed write is answered 503, not retried blindly
+        retryWrites=False,  # mongo-java-server has no sessions; a failed write is answered 503, not retried blindly
         appname=f"scaleshop-{service}",
         event_listeners=[RoundTripCounter(service)],
     )

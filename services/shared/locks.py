@@ -1,11 +1,11 @@
 """Short per-document write locks, shared by every replica through MongoDB.
 
-FerretDB (the local database) applies an update as a read followed by a write, so two
-concurrent updates of one document can lose one of them (FerretDB issue #3040); real
-MongoDB does not. Writers that change a document's fields from their current values
-(counters, partial updates) take this lock first. It is a document with a unique `_id`
-(the insert is atomic on both databases) and an expiry, so a crashed holder blocks
-others for at most `ttl_s`.
+FerretDB 1.x applies an update as a read followed by a write, so two concurrent updates
+of one document can lose one of them (FerretDB issue #3040); MongoDB and mongo-java-server
+(the local database) do not. The storage adapter (storage.py) takes this lock for a
+read-modify-write section only on a server that needs it. The lock is a document with a
+unique `_id` (the insert is atomic on every server) and an expiry, so a crashed holder
+blocks others for at most `ttl_s`.
 """
 from __future__ import annotations
 
