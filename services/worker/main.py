@@ -2,11 +2,11 @@
 
 It consumes `jobs` in the group `scaleshop-workers` (runs each job to its end, see
 runner.py) and `catalog.events` in the group `scaleshop-workers-events` (folds them into
-derived data, see services/catalog/projections.py), committing each offset only after the
-effect is durable. Two groups, not one: a rebalance waits for every member of its group
-to poll again, so in one shared group a slow batch of events held up the hand-over of
-jobs after a worker died (and the reverse), for minutes under load. A relay thread
-publishes what the outbox holds.
+derived data a poll's batch at a time, see services/catalog/projections.py), committing
+each offset only after the effect is durable. Two groups, not one: a rebalance waits for
+every member of its group to poll again, so in one shared group a slow batch of events held
+up the hand-over of jobs after a worker died (and the reverse), for minutes under load. A
+relay thread publishes what the outbox holds.
 /healthz, /readyz and /metrics are served on PORT.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from kafka import KafkaConsumer
@@ -39,6 +40,9 @@ log = logging.getLogger("worker")
 
 CONSUMER_GROUPS = {TOPIC_JOBS: "scaleshop-workers", TOPIC_CATALOG_EVENTS: "scaleshop-workers-events"}
 RELAY_INTERVAL_S = 1.0
+# Events folded per poll: enough for the bulk writes to pay, short enough (a fold of 1,000 takes
+# a few hundred milliseconds) that the member soon polls again and a rebalance hands over fast.
+EVENTS_PER_POLL = 1000
 
 
 class WorkerState:
@@ -122,11 +126,6 @@ class Worker:
             finally:
                 self.state.current_job = None
             log.info("job %s: %s", message["job_id"], outcome)
-        elif topic == TOPIC_CATALOG_EVENTS:
-            if isinstance(message, dict) and {"product_id", "version", "type"} <= set(message):
-                projections.apply_event(self.db, self.cache, message)
-            else:
-                log.error("ignoring an unreadable event on %s", topic)
 
     def relay_forever(self) -> None:
         while not self.state.stopping.wait(RELAY_INTERVAL_S):
@@ -152,7 +151,7 @@ class Worker:
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     # a member rejoins a rebalance only when it polls: keep the time between polls short
-                    max_poll_records=1 if topic == TOPIC_JOBS else 50,
+                    max_poll_records=1 if topic == TOPIC_JOBS else EVENTS_PER_POLL,
                     session_timeout_ms=6000,
                     heartbeat_interval_ms=1500,
                     max_poll_interval_ms=600000,
@@ -167,7 +166,10 @@ class Worker:
             try:
                 consumer.subscribe([topic])
                 self.state.connected[topic] = True
-                self._poll_loop(consumer)
+                if topic == TOPIC_CATALOG_EVENTS:
+                    self._fold_loop(consumer)
+                else:
+                    self._poll_loop(consumer)
             except KafkaError as exc:
                 log.warning("Kafka consumer error: %s", exc)
             finally:
@@ -198,6 +200,45 @@ class Worker:
                         done = None
                 if done is not None:
                     consumer.commit({tp: OffsetAndMetadata(done + 1, None, -1)})
+
+    def _fold_loop(self, consumer: KafkaConsumer) -> None:
+        """Each poll's events are folded together (projections.fold), then every offset is committed;
+        if the fold fails, every partition goes back to its first uncommitted event."""
+        while not self.state.stopping.is_set():
+            batches = consumer.poll(timeout_ms=500)
+            self.state.assigned[consumer.config["client_id"]] = sorted(
+                f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
+            if not batches:
+                continue
+            self.indexes.ensure(self.db)
+            lanes = {f"{tp.topic}/{tp.partition}": _readable_events(records) for tp, records in batches.items()}
+            started = time.perf_counter()
+            try:
+                folded = projections.fold(self.db, lanes)
+            except Exception as exc:  # noqa: BLE001 - nothing is committed: the batch is read again
+                log.warning("events not folded (%d partitions): %s", len(batches), exc)
+                for tp, records in batches.items():
+                    consumer.seek(tp, records[0].offset)
+                self.state.stopping.wait(1.0)
+                continue
+            consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, None, -1) for tp, records in batches.items()})
+            log.debug("folded %d events in %.0f ms: %s", sum(map(len, batches.values())),
+                      (time.perf_counter() - started) * 1000, folded)
+
+
+def _readable_events(records) -> list[dict]:
+    """The events of a partition's records, in order; unreadable ones are logged and dropped."""
+    events = []
+    for record in records:
+        try:
+            event = json.loads(record.value)
+        except ValueError:
+            event = None
+        if projections.readable(event):
+            events.append(event)
+        else:
+            log.error("ignoring an unreadable event at %s/%d@%d", record.topic, record.partition, record.offset)
+    return events
 
 
 def main() -> None:
