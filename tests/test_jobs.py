@@ -37,6 +37,7 @@ import requests
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from services.worker.handlers import CHUNK_ITEMS
 from services.worker.main import CONSUMER_GROUPS
 from stack.workers import events_backlog, wait_workers_ready, worker_readyz
 from tests.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
@@ -227,27 +228,64 @@ def parse_json(raw: bytes | None):
 
 # ---- 2. validation of POST /v1/imports ------------------------------------------------------
 
-def test_an_import_of_more_than_10000_products_is_refused_clearly(gateway, owner):
-    response, _ = submit_import(gateway, owner, import_items(unique_slug("big"), MAX_IMPORT + 1))
+def test_an_import_of_more_than_10000_products_is_refused_clearly(gateway, owner, db):
+    before = db["jobs"].count_documents({})
+    response, latency = submit_import(gateway, owner, import_items(unique_slug("big"), MAX_IMPORT + 1))
     assert response.status_code in (413, 422), response.text[:500]
     error = assert_error(response, response.status_code)
     said = " ".join([error["message"]] + [str(d.get("message", "")) for d in error["details"]])
     assert "10000" in said.replace(",", ""), f"the message does not say the limit: {error}"
-
-
-def test_an_invalid_product_inside_an_import_is_named_by_its_index(gateway, owner):
-    items = import_items(unique_slug("bad"), 20)
-    items[7]["price_cents"] = -5
-    response, _ = submit_import(gateway, owner, items)
-    error = assert_error(response, 422, field="7.price_cents")
-    assert all(str(d["field"]).startswith("7.") for d in error["details"]), error
+    assert db["jobs"].count_documents({}) == before, "a refused import was recorded as a job"
+    report(f"10,001 products refused with {response.status_code} in {latency * 1000:.0f} ms")
 
 
 @pytest.mark.parametrize("body", [[], {"name": "not an array"}, "products", 42, None],
                          ids=["empty-array", "object", "string", "number", "null"])
 def test_an_import_that_is_not_a_nonempty_array_is_422(gateway, owner, body):
     response, _ = submit_import(gateway, owner, body)
-    assert_error(response, 422)
+    error = assert_error(response, 422)
+    assert error["details"] and error["details"][0]["field"] == "(body)", error
+
+
+@pytest.mark.parametrize("body", [b'[{"name": "x",}]', b'[1, 2', b'["\xff"]'],
+                         ids=["trailing-comma", "truncated", "invalid-utf8"])
+def test_an_import_that_is_not_json_is_400(gateway, owner, body):
+    response = requests.post(f"{gateway}/v1/imports", data=body, headers=dict(JSON, **owner.auth), timeout=TIMEOUT)
+    assert_error(response, 400)
+
+
+def test_an_import_that_is_not_sent_as_json_is_415(gateway, owner):
+    response = requests.post(f"{gateway}/v1/imports", data=json.dumps(import_items("x", 2)),
+                             headers=dict(owner.auth, **{"Content-Type": "text/plain"}), timeout=TIMEOUT)
+    assert_error(response, 415)
+
+
+@pytest.mark.parametrize("size", [1000, 2500], ids=["one-job", "three-chunks"])
+def test_invalid_products_are_listed_in_the_result_and_the_valid_ones_imported(gateway, owner, db, size):
+    """Submission checks only the array: each item is checked by the job, which imports the valid
+    ones and lists every other one with its index, field and reason (merged across chunks)."""
+    category = unique_slug("rej")
+    items: list = import_items(category, size)
+    bad_at = [7, size // 2 + 3, size - 1]
+    items[bad_at[0]]["price_cents"] = -5
+    items[bad_at[1]] = "not a product"
+    del items[bad_at[2]]["currency"]
+    response, latency = submit_import(gateway, owner, items)
+    job_id = assert_accepted(response)
+    job = wait_job(gateway, owner, job_id, BIG_IMPORT_TIMEOUT)
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"done": size, "total": size}, job
+    result = job["result"]
+    assert result["imported"] == size - 3 and result["categories"] == [category], result
+    assert [(r["index"], r["field"]) for r in result["rejected"]] == \
+        [(bad_at[0], "price_cents"), (bad_at[1], "(item)"), (bad_at[2], "currency")], result["rejected"]
+    reasons = [r["reason"] for r in result["rejected"]]
+    assert "greater than or equal to 0" in reasons[0] and "valid dictionary" in reasons[1] \
+        and "required" in reasons[2].lower(), reasons
+    assert db["products"].count_documents({"category": category}) == size - 3
+    names = set(db["products"].distinct("name", {"category": category}))
+    assert names == {item["name"] for i, item in enumerate(items) if i not in bad_at}
+    report(f"{size} products with 3 bad ones: 202 in {latency * 1000:.0f} ms, result {result['rejected']}")
 
 
 def test_an_import_without_a_token_is_401_and_records_nothing(gateway, db):
@@ -468,7 +506,7 @@ def test_an_import_of_10000_products_runs_with_progress_and_every_product_is_rea
     duration = time.monotonic() - started
     assert job["status"] == "succeeded", job
     assert job["progress"] == {"done": MAX_IMPORT, "total": MAX_IMPORT}, job
-    assert job["result"] == {"imported": MAX_IMPORT, "categories": [category]}, job
+    assert job["result"] == {"imported": MAX_IMPORT, "rejected": [], "categories": [category]}, job
     done_values = [done for _, done in seen]
     assert done_values == sorted(done_values), f"progress went backwards: {done_values}"
     partial = sorted({done for _, done in seen if 0 < done < MAX_IMPORT})
@@ -515,9 +553,21 @@ def test_an_import_of_10000_products_runs_with_progress_and_every_product_is_rea
     after = db["jobs"].find_one({"_id": job_id})
     assert job["status"] == "succeeded", job
     assert after["attempts"] == before["attempts"] + 1, "the job was not run again"
-    assert job["result"] == {"imported": MAX_IMPORT, "categories": [category]}, job
+    assert job["result"] == {"imported": MAX_IMPORT, "rejected": [], "categories": [category]}, job
     assert db["products"].count_documents({"category": category}) == MAX_IMPORT
     report(f"re-running the finished import took {rerun:.1f}s and wrote no duplicate")
+    # (c) One of its chunks delivered again after its worker died before recording it: the chunk
+    # runs again, writes no duplicate, and the job's progress does not count its items twice.
+    part = db["jobs"].find_one({"parent": job_id, "part": 3})
+    assert part is not None and after["parts"] == MAX_IMPORT // CHUNK_ITEMS, after
+    db["jobs"].update_one({"_id": part["_id"]}, {"$set": {"status": "running"}})
+    sent = publish_job(bootstrap, part["_id"], "import-chunk")
+    wait_committed_past(bootstrap, sent, 60)
+    again = db["jobs"].find_one({"_id": part["_id"]})
+    assert again["status"] == "succeeded" and again["attempts"] == part["attempts"] + 1, again
+    job = get_job(gateway, owner, job_id)
+    assert job["status"] == "succeeded" and job["progress"] == {"done": MAX_IMPORT, "total": MAX_IMPORT}, job
+    assert db["products"].count_documents({"category": category}) == MAX_IMPORT
 
 
 # ---- 3. Kafka down at submission ------------------------------------------------------------------
@@ -552,7 +602,7 @@ def test_a_job_submitted_while_kafka_is_down_runs_when_it_returns(stack, gateway
         while not db["jobs"].find_one({"_id": job_id})["published"]:
             assert time.monotonic() < drained, "the job is still unpublished in the outbox"
             time.sleep(0.2)
-        assert job["result"] == {"imported": 200, "categories": [category]}, job
+        assert job["result"] == {"imported": 200, "rejected": [], "categories": [category]}, job
         assert db["products"].count_documents({"category": category}) == 200
         report(f"Kafka down at submission: 202 in {latency * 1000:.0f} ms; broker listening "
                f"{listening_at - restart_at:.1f}s after restart; job done {finished_at - restart_at:.1f}s "
@@ -593,61 +643,93 @@ def test_a_fresh_catalog_process_accepts_a_job_within_seconds_while_kafka_is_dow
         time.sleep(0.5)
 
 
-# ---- 4. a worker killed mid-import ----------------------------------------------------------------
+# ---- 4. a worker killed mid-chunk -------------------------------------------------------------------
 
-def test_a_worker_killed_mid_import_leaves_the_job_to_the_other(stack, gateway, owner, db):
+def test_a_worker_killed_mid_chunk_leaves_its_chunk_to_the_other(stack, gateway, owner, db):
+    """A 10,000-product import runs as chunks on both workers; one is SIGKILLed while it holds a chunk.
+
+    The chunk is redelivered to the other worker and runs again: every product exactly once, the job
+    succeeds, and its progress, summed over the chunks, never counts the re-run chunk's items twice.
+    """
     category = unique_slug("kil")
     items = import_items(category, MAX_IMPORT)
     wait_workers_ready(stack, 2)
     try:
         job_id = assert_accepted(submit_import(gateway, owner, items)[0])
         deadline = time.monotonic() + BIG_IMPORT_TIMEOUT
-        victim, states = None, {}
-        while True:  # find the worker running the job, then wait until it has written some of it
+        victim, states, held = None, {}, set()
+        while True:  # find a worker running a chunk of the job, once the job has written some of it
             job = get_job(gateway, owner, job_id)
             assert job["status"] in ("queued", "running"), \
                 f"the job ended before a worker could be killed: {job}; workers: {states}"
-            if victim is None:
-                states = worker_readyz(stack)
-                holders = [name for name, state in states.items() if state and state.get("current_job") == job_id]
-                victim = holders[0] if holders else None
-            # Progress > 0: it is running (its status may still read `queued`, see the report on
-            # the lost "running" update in test 1).
-            if victim is not None and job["progress"]["done"] > 0:
+            states = worker_readyz(stack)
+            holders = [name for name, state in states.items() if state and state.get("current_job") == job_id]
+            held.update(holders)
+            if holders and job["progress"]["done"] > 0:
+                victim = holders[0]
                 break
-            assert time.monotonic() < deadline, f"no worker was seen running the job: {job}"
+            assert time.monotonic() < deadline, f"no worker was seen running a chunk of the job: {job}"
             time.sleep(0.05)
+        running = [doc["_id"] for doc in db["jobs"].find({"parent": job_id, "status": "running"})]
         pid = stack.replicas[victim].proc.pid
         os.kill(pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        attempts_at_kill = db["jobs"].find_one({"_id": job_id})["attempts"]
         done_at_kill = job["progress"]["done"]
         assert stack.replicas[victim].proc.wait_exit(5), "the worker survived SIGKILL"
 
-        survivor = next(r.name for r in stack.service_replicas("worker") if r.name != victim)
-        resumed_at = None
-
-        def observe(job):
-            nonlocal resumed_at
-            if resumed_at is None and db["jobs"].find_one({"_id": job_id})["attempts"] > attempts_at_kill:
-                resumed_at = time.monotonic()
-
-        job = wait_job(gateway, owner, job_id, BIG_IMPORT_TIMEOUT, interval=0.2, observe=observe)
+        progress_seen: list[int] = []
+        job = wait_job(gateway, owner, job_id, BIG_IMPORT_TIMEOUT, interval=0.2,
+                       observe=lambda job: progress_seen.append(job["progress"]["done"]))
         finished_at = time.monotonic()
         assert job["status"] == "succeeded", job
         assert job["progress"] == {"done": MAX_IMPORT, "total": MAX_IMPORT}, job
-        assert db["jobs"].find_one({"_id": job_id})["attempts"] == attempts_at_kill + 1, \
-            "the job was not run again (exactly once more) after the kill"
-        assert listing(gateway, category=category, per_page=1)["total"] == MAX_IMPORT
+        assert max(progress_seen) <= MAX_IMPORT and progress_seen == sorted(progress_seen), progress_seen
+        assert job["result"] == {"imported": MAX_IMPORT, "rejected": [], "categories": [category]}, job
+        parts = list(db["jobs"].find({"parent": job_id}))
+        assert len(parts) == MAX_IMPORT // CHUNK_ITEMS and all(p["status"] == "succeeded" for p in parts), parts
+        rerun = [p["_id"] for p in parts if p["attempts"] > 1]
+        assert rerun and set(rerun) <= set(running), f"no chunk held at the kill ran again: {rerun} vs {running}"
         assert db["products"].count_documents({"category": category}) == MAX_IMPORT
         assert len(db["products"].distinct("name", {"category": category})) == MAX_IMPORT
-        taken_over = f"{resumed_at - killed_at:.1f}s" if resumed_at is not None else "(not seen)"
-        report(f"worker {victim} (pid {pid}) SIGKILLed at {done_at_kill}/{MAX_IMPORT}: "
-               f"{survivor} took the job over {taken_over} later, "
-               f"and it finished {finished_at - killed_at:.1f}s after the kill")
+        assert listing(gateway, category=category, per_page=1)["total"] == MAX_IMPORT
+        report(f"worker {victim} (pid {pid}) SIGKILLed at {done_at_kill}/{MAX_IMPORT} holding a chunk "
+               f"(workers seen on chunks of it: {sorted(held)}); chunk(s) {rerun} ran again, and the import "
+               f"finished {finished_at - killed_at:.1f}s after the kill")
     finally:
         stack.scale("worker", 2)
         wait_workers_ready(stack, 2, timeout=120)
+
+
+def test_a_chunk_that_exhausts_its_retries_fails_the_job(gateway, owner, db, bootstrap):
+    """An import of two chunks, recorded as the worker splits one, whose second chunk cannot be read."""
+    from services.shared import jobs as jobstore
+
+    category = unique_slug("chf")
+    job = jobstore.record(db, uuid.uuid4().hex, "import", owner.id, 6)
+    job_id = job["_id"]
+    db["jobs"].update_one({"_id": job_id}, {"$set": {"status": "running", "attempts": 1, "published": True,
+                                                     "parts": 2}})
+    good = jobstore.record(db, jobstore.part_id(job_id, 0), "import-chunk", owner.id, 3,
+                           json.dumps(import_items(category, 3)).encode(), {"start": 0}, parent=job_id, part=0)
+    broken = jobstore.record(db, jobstore.part_id(job_id, 1), "import-chunk", owner.id, 3,
+                             b"this is not JSON", {"start": 3}, parent=job_id, part=1)
+    started = time.monotonic()
+    for part in (good, broken):
+        publish_job(bootstrap, part["_id"], "import-chunk")
+    job = wait_job(gateway, owner, job_id, 60)
+    took = time.monotonic() - started
+    assert job["status"] == "failed", job
+    assert job["error"].startswith("1 of 2 parts failed; part 1: the job failed after 3 attempts"), job
+    assert "JSONDecodeError" in job["error"] and len(job["error"]) < 500, job
+    assert job["result"] == {"imported": 3, "rejected": [], "categories": [category]}, job
+    assert job["progress"] == {"done": 3, "total": 6}, job
+    assert db["jobs"].find_one({"_id": broken["_id"]})["attempts"] == 3
+    assert took >= 1.4, f"3 attempts with 0.5 s and 1 s of backoff took only {took:.2f}s"
+    found = find_on_topic(bootstrap, "jobs.dlq",
+                          lambda rec: (parse_json(rec.value) or {}).get("job_id") == broken["_id"], timeout=30)
+    assert found is not None, f"chunk {broken['_id']} is not on jobs.dlq"
+    assert parse_json(found.value)["parent"] == job_id
+    report(f"a chunk that cannot be read: failed after 3 attempts, the job failed {took:.2f}s after publishing")
 
 
 # ---- 9. submit latency: 1 vs 10,000 products --------------------------------------------------------

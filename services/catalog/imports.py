@@ -1,4 +1,4 @@
-"""HTTP layer for /v1/imports and /v1/jobs: submit an import (202 at once), read a job."""
+"""HTTP layer for /v1/imports and /v1/jobs: submit an import (202 at once, items checked by the job), read a job."""
 from __future__ import annotations
 
 from flask import Blueprint, request
@@ -15,12 +15,13 @@ imports_bp = Blueprint("imports", __name__)
 
 
 @imports_bp.post("/v1/imports")
-@operation("Import up to 10,000 products as a job (answers 202 at once)", tag="jobs", auth=True,
-           body=ImportBody, body_limit_setting="max_import_bytes", responses={202: JobAccepted})
+@operation("Import up to 10,000 products as a job (answers 202 at once; the job checks each product and "
+           "lists the rejected ones in its result)", tag="jobs", auth=True, body=ImportBody, items_later=True,
+           body_limit_setting="max_import_bytes", responses={202: JobAccepted})
 def submit_import(body: ImportBody):
     principal = require_principal()
     res = resources()
-    # The validated body is stored once, as received; the worker reads it from there.
+    # Only the array was checked: the body is stored once, as received; the job reads and checks its items.
     doc = jobs.submit(res.db, res.publisher, "import", principal.user_id, total=len(body.root),
                       payload=request.get_data(cache=True))
     return accepted(doc)

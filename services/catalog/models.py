@@ -1,9 +1,10 @@
 """Request and response bodies of the catalog service (validation and OpenAPI both use these)."""
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, WithJsonSchema,
+                      model_validator)
 
 from services.shared.api import QueryParams, RequestBody
 from services.shared.validation import long_text, short_text, whole_number
@@ -59,8 +60,20 @@ class ProductPatch(RequestBody):
         return self
 
 
-class ImportBody(RootModel[Annotated[list[NewProduct], Field(min_length=1, max_length=MAX_IMPORT_PRODUCTS)]]):
-    """Products to import: a JSON array of 1 to 10,000 products, each as for POST /v1/products."""
+# An import's item is checked by its job, not at submission (see ImportBody), with NewProduct.
+ImportItem = Annotated[Any, WithJsonSchema({"description": (
+    "A product as for POST /v1/products (schema NewProduct). Checked by the job: an item that is not "
+    "a valid product is listed in the job's result under `rejected`, and the other items are imported.")})]
+
+
+class ImportBody(RootModel[Annotated[list[ImportItem], Field(min_length=1, max_length=MAX_IMPORT_PRODUCTS)]]):
+    """Products to import: a JSON array of 1 to 10,000 items, each meant to be a product as for POST /v1/products.
+
+    Submission checks only the array (well-formed JSON, 1 to 10,000 items, at most MAX_IMPORT_BYTES),
+    so it answers 202 in the same time whatever the items hold. The job then checks each item: the
+    valid ones are imported, and its result lists every other one under `rejected` with its index
+    (0-based position in this array), the field at fault and the reason.
+    """
 
     model_config = ConfigDict(strict=True)
 

@@ -26,6 +26,18 @@ TOPIC_CATALOG_EVENTS = "catalog.events"
 TOPIC_PARTITIONS = {TOPIC_JOBS: 6, TOPIC_JOBS_DLQ: 1, TOPIC_CATALOG_EVENTS: 6}
 
 
+def spread(partitions: list[int], slot: int) -> int:
+    """The partition for `slot`: consecutive slots alternate between the two halves of the partitions.
+
+    A consumer group's default (range) assignment gives each member a run of consecutive
+    partitions, so the parts of one job (slots n, n+1, ...) go to the members in turn, as
+    evenly as the partition count allows, instead of where their keys happen to hash.
+    """
+    half = (len(partitions) + 1) // 2
+    order = [p for pair in zip(partitions[:half], partitions[half:] + [None]) for p in pair if p is not None]
+    return order[slot % len(order)]
+
+
 def check_kafka(settings: Settings, timeout: float = 0.5) -> None:
     """Raise OSError unless some bootstrap server accepts a TCP connection."""
     last: OSError | None = None
@@ -78,7 +90,13 @@ class Publisher:
 
     FAILING_SECONDS = 2.0
 
-    def publish(self, topic: str, key: str, value: dict[str, Any]) -> bool:
+    def _partition(self, producer, topic: str, slot: int | None) -> int | None:
+        """None (the key decides) unless a slot asks for spread()."""
+        if slot is None:
+            return None
+        return spread(sorted(producer.partitions_for(topic)), slot)
+
+    def publish(self, topic: str, key: str, value: dict[str, Any], slot: int | None = None) -> bool:
         """True once the broker acknowledged; False at once while it has just been failing."""
         if time.monotonic() < self._failing_until:
             return False
@@ -86,20 +104,27 @@ class Publisher:
         if producer is None:
             return False
         try:
-            producer.send(topic, key=key, value=value).get(timeout=self.settings.kafka_timeout_ms / 1000 * 2)
+            producer.send(topic, key=key, value=value, partition=self._partition(producer, topic, slot)).get(
+                timeout=self.settings.kafka_timeout_ms / 1000 * 2)
         except Exception as exc:  # noqa: BLE001
             log.warning("publish to %s failed: %s", topic, type(exc).__name__)
             self._failing_until = time.monotonic() + self.FAILING_SECONDS
             return False
         return True
 
-    def publish_many(self, topic: str, messages: list[tuple[str, dict[str, Any]]]) -> bool:
-        """Send a batch and wait for every acknowledgement; False if any was not acknowledged."""
+    def publish_many(self, topic: str, messages: list[tuple[str, dict[str, Any]]],
+                     slots: list[int] | None = None) -> bool:
+        """Send a batch and wait for every acknowledgement; False if any was not acknowledged.
+
+        `slots`, one per message, spread them over the partitions (spread()) instead of by key.
+        """
         producer = self._get()
         if producer is None:
             return False
         try:
-            futures = [producer.send(topic, key=key, value=value) for key, value in messages]
+            futures = [producer.send(topic, key=key, value=value,
+                                     partition=self._partition(producer, topic, None if slots is None else slots[i]))
+                       for i, (key, value) in enumerate(messages)]
             producer.flush(timeout=max(5.0, self.settings.kafka_timeout_ms / 1000 * 4))
             for future in futures:
                 future.get(timeout=self.settings.kafka_timeout_ms / 1000 * 2)

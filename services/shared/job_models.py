@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class JobAccepted(BaseModel):
@@ -26,7 +26,11 @@ class Job(BaseModel):
     type: str
     status: Literal["queued", "running", "succeeded", "failed"]
     progress: JobProgress
-    result: Any = None
+    result: Any = Field(None, description=(
+        "What the job produced, once it has ended. An import: {imported: count, rejected: [{index, field, reason, "
+        "more_errors?}] (every item that is not a valid product: its position in the submitted array, the "
+        "field at fault and why), categories: [slug]}; a failed import also has the counts of what it did import. "
+        "An export: the account, its products and its reviews."))
     error: str | None = None
     created_at: str
     updated_at: str

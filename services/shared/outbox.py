@@ -57,7 +57,7 @@ def relay(db: Database, publisher: Publisher, older_than_s: float = 2.0, limit: 
         db[OUTBOX].delete_one({"_id": record["_id"]})
         sent += 1
     for job in jobs.unpublished(db, older_than_s, limit):
-        if not jobs.publish(db, publisher, job["_id"], job["type"]):
+        if not jobs.publish(db, publisher, job):
             return sent
         sent += 1
     return sent

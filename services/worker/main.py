@@ -119,7 +119,7 @@ class Worker:
             if not isinstance(message, dict) or not isinstance(message.get("job_id"), str):
                 runner.park_unreadable(self.publisher, raw, "not a job message")
                 return
-            self.state.current_job = message["job_id"]
+            self.state.current_job = jobs.whole_job_id(message["job_id"])  # a part: the job it is part of
             try:
                 outcome = runner.run_job(self.db, self.cache, self.publisher, HANDLERS, message["job_id"],
                                          self.state.stopping.is_set)

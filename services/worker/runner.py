@@ -1,9 +1,16 @@
-"""Runs one job to its end: retries with backoff, the dead-letter topic, and progress.
+"""Runs one job to its end: retries with backoff, the dead-letter topic, progress, and split jobs.
 
 Called for every message on `jobs`. The Kafka offset is committed by the caller only
 after this returns, i.e. after the job's outcome is durable in MongoDB (and, for a
 failure, on `jobs.dlq`). A redelivered job that already finished is skipped; one that
 was running when its worker died runs again, which handlers make harmless.
+
+A handler may split its job into parts (jobs.split) and answer `Split`: the job then stays
+`running` and each part runs here like any job, on whichever worker its message reaches. A
+part that ends (succeeded, or failed and dead-lettered) says so to its parent, and the one
+that ends last gives the parent its status and the result its type's `merge` makes of the
+parts' results. A redelivered part that had ended says so again (its worker may have died
+before it could), which changes nothing the second time.
 """
 from __future__ import annotations
 
@@ -34,6 +41,13 @@ class DeadLetterUnavailable(Exception):
     """The job failed for good but the DLQ could not be written: do not commit, try again later."""
 
 
+@dataclass(frozen=True)
+class Split:
+    """A handler's answer when it has split its job into `parts` parts (jobs.split)."""
+
+    parts: int
+
+
 @dataclass
 class JobContext:
     db: Database
@@ -43,33 +57,43 @@ class JobContext:
     stopping: Callable[[], bool]
 
     def progress(self, done: int, total: int | None = None) -> None:
+        """How many of this job's items are done; a part adds to its parent's progress instead."""
+        if self.job.get("parent") is not None:
+            jobs.part_progress(self.db, self.job["parent"], self.job["part"], done)
+            return
         fields = {"progress.done": done}
         if total is not None:
             fields["progress.total"] = total
         jobs.update(self.db, self.job["_id"], fields)
 
 
-Handler = Callable[[JobContext], dict]
+@dataclass(frozen=True)
+class JobType:
+    """What a job type does (`run`), and for a type that splits, how its parts' results make one (`merge`)."""
+
+    run: Callable[[JobContext], dict | Split]
+    merge: Callable[[list[dict]], dict] | None = None
 
 
-def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str, Handler], job_id: str,
+def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str, JobType], job_id: str,
             stopping: Callable[[], bool] = lambda: False) -> str:
-    """Run the job until it succeeds or is parked; returns the final status (or 'skipped')."""
+    """Run the job until it succeeds, is split or is parked; returns the outcome (or 'skipped')."""
     job = db[jobs.JOBS].find_one({"_id": job_id})
     if job is None:
         log.warning("no job %s: nothing to run", job_id)
         return "skipped"
     if job["status"] in jobs.FINISHED:
-        return "skipped"  # a redelivery of a finished job
+        part_ended(db, handlers, job)  # a redelivery of a finished job (a part: its parent may not know yet)
+        return "skipped"
     error = ""
     while job["attempts"] < MAX_ATTEMPTS:
         job = jobs.update(db, job_id, {"status": jobs.RUNNING}, inc={"attempts": 1})
         JOBS.labels("worker", job["type"], jobs.RUNNING).inc()
-        handler = handlers.get(job["type"])
+        kind = handlers.get(job["type"])
         try:
-            if handler is None:
+            if kind is None:
                 raise ValueError(f"unknown job type '{job['type']}'")
-            result = handler(JobContext(db, cache, publisher, job, stopping))
+            result = kind.run(JobContext(db, cache, publisher, job, stopping))
         except JobInterrupted:
             jobs.update(db, job_id, {"status": jobs.QUEUED}, inc={"attempts": -1})
             raise
@@ -81,16 +105,42 @@ def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str
             if job["attempts"] < MAX_ATTEMPTS:
                 time.sleep(BACKOFF_SECONDS[min(job["attempts"] - 1, len(BACKOFF_SECONDS) - 1)])
             continue
-        jobs.update(db, job_id, {"status": jobs.SUCCEEDED, "result": result, "error": None})
+        if isinstance(result, Split):
+            log.info("job %s split into %d parts", job_id, result.parts)
+            # Split again after its parts had ended (a redelivery), or its last part ended just before
+            # this run set it `running` again: finish it here.
+            _finish(db, handlers, jobs.parts_all_ended(db, job_id))
+            return "split"
+        job = jobs.update(db, job_id, {"status": jobs.SUCCEEDED, "result": result, "error": None})
         JOBS.labels("worker", job["type"], jobs.SUCCEEDED).inc()
+        part_ended(db, handlers, job)
         return jobs.SUCCEEDED
     park(db, publisher, job, error or job.get("last_error") or "failed")
+    part_ended(db, handlers, db[jobs.JOBS].find_one({"_id": job_id}))
     return jobs.FAILED
+
+
+def part_ended(db: Database, handlers: dict[str, JobType], job: dict) -> None:
+    """If `job` is a part, tell its parent; the last part to end finishes the parent."""
+    if job.get("parent") is None:
+        return
+    _finish(db, handlers, jobs.part_ended(db, job))
+
+
+def _finish(db: Database, handlers: dict[str, JobType], parent: dict | None) -> None:
+    if parent is None:
+        return
+    finished = jobs.finish_split(db, parent, handlers[parent["type"]].merge)
+    if finished is not None:
+        JOBS.labels("worker", finished["type"], finished["status"]).inc()
+        log.info("job %s %s: all %d parts ended", finished["_id"], finished["status"], finished["parts"])
 
 
 def park(db: Database, publisher: Publisher, job: dict, error: str) -> None:
     """Put the job on the dead-letter topic, then mark it failed with an error a user can read."""
     message = {"job_id": job["_id"], "type": job["type"], "attempts": job["attempts"], "error": error}
+    if job.get("parent") is not None:
+        message["parent"] = job["parent"]
     if not publisher.publish(TOPIC_JOBS_DLQ, job["_id"], message):
         raise DeadLetterUnavailable(job["_id"])
     jobs.update(db, job["_id"], {"status": jobs.FAILED,
