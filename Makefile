@@ -53,7 +53,8 @@ $(LOCUST_VENV)/.stamp: loadgen/bench/requirements-locust.txt
 	@echo "[bench] installing Locust into $(LOCUST_VENV) (only make bench uses it)"
 	@python3 -m venv $(LOCUST_VENV) && $(LOCUST_VENV)/bin/pip install --quiet -r $< && touch $@
 
-bench: install $(LOCUST_VENV)/.stamp  ## benchmark ratios on a stack of its own (ports +12000); JSON in bench-results/
+bench: install $(LOCUST_VENV)/.stamp  ## database servers compared, then ratios on a stack of its own (ports +12000); JSON in bench-results/
+	@bash stack/install.sh postgresql  # only the database benchmark runs PostgreSQL (FerretDB's backend)
 	@$(PY) -m loadgen.bench $(ARGS)
 
 # ---- Faults under load (issue 7): a stack of its own, the full fault sequence, a JSON summary --

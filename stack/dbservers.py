@@ -32,7 +32,8 @@ from .procs import Proc, StackError, spawn, wait_port
 SERVERS = {
     "ferretdb-sqlite": "FerretDB 1.24.2, SQLite",
     "ferretdb-postgresql": "FerretDB 1.24.2, PostgreSQL 15",
-    "mongo-java-server-h2": "mongo-java-server 1.47.0, H2 file",
+    "mongo-java-server-h2": "mongo-java-server 1.47.0, H2 file, with our secondary indexes (the stack's)",
+    "mongo-java-server-h2-upstream": "mongo-java-server 1.47.0, H2 file, upstream's indexes",
     "mongo-java-server-memory": "mongo-java-server 1.47.0, memory",
     "mongod": "mongod (on PATH)",
 }
@@ -110,8 +111,9 @@ def running(name: str, cache_dir: Path, port: int, folder: Path) -> Iterator[Run
 def _command(name: str, cache_dir: Path, port: int, folder: Path) -> list[str]:
     if name == "ferretdb-sqlite":
         return servers.ferretdb_command(cache_dir, port, folder / "sqlite")
-    if name == "mongo-java-server-h2":
-        return servers.mongo_java_server_command(cache_dir, port, folder / servers.MONGO_DATA_FILE)
+    if name in ("mongo-java-server-h2", "mongo-java-server-h2-upstream"):
+        return servers.mongo_java_server_command(cache_dir, port, folder / servers.MONGO_DATA_FILE,
+                                                 upstream_indexes=name.endswith("-upstream"))
     if name == "mongo-java-server-memory":
         return servers.mongo_java_server_command(cache_dir, port, None)
     if not shutil.which("mongod"):

@@ -56,14 +56,19 @@ def java_binary() -> str:
     return java
 
 
-def mongo_java_server_command(cache_dir: Path, port: int, data_file: Path | None) -> list[str]:
-    """mongo-java-server on 127.0.0.1:`port`, on an H2 file, or in memory when `data_file` is None."""
+def mongo_java_server_command(cache_dir: Path, port: int, data_file: Path | None,
+                              upstream_indexes: bool = False) -> list[str]:
+    """mongo-java-server on 127.0.0.1:`port`, on an H2 file, or in memory when `data_file` is None.
+
+    `upstream_indexes`: upstream's H2 backend without our secondary indexes (the benchmark's baseline).
+    """
     classes = cache_dir / "mongo/classes"
     _need(classes / "ScaleshopMongo.class", "mongo-java-server")
     storage = ["--file", str(data_file)] if data_file is not None else ["--memory"]
     return [java_binary(), "-Xms128m", DATABASE_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", f"{classes}:{cache_dir / 'mongo/libs'}/*",
-            "ScaleshopMongo", "--host", "127.0.0.1", "--port", str(port), *storage]
+            "ScaleshopMongo", "--host", "127.0.0.1", "--port", str(port), *storage,
+            *(["--upstream-indexes"] if upstream_indexes else [])]
 
 
 def ferretdb_command(cache_dir: Path, port: int, sqlite_dir: Path) -> list[str]:

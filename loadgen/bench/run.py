@@ -8,6 +8,9 @@
   locust   loadgen vs Locust (FastHttpUser) on the same endpoint for the same time:
            requests per CPU-second of the generator                          (target >= 1.5x)
   stall    the p99 each reports against a server that stalls for a known time
+  database every MongoDB-wire server that can run here, on the catalog's own queries at
+           1,000 and 10,000 products, and the concurrency checks (loadgen/bench/database.py;
+           its own servers, no stack; database.json and its tables)
 
 It starts its own local stack (ports + BENCH_PORT_OFFSET, default 12000; data in a temp
 folder), stops it at the end even on failure, writes bench.json and a report under
@@ -37,7 +40,7 @@ from ..workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PARTS = ("locust", "stall", "import", "bare", "cache", "scale")
+PARTS = ("database", "locust", "stall", "import", "bare", "cache", "scale")
 LOCUST = Path(os.environ.get("LOCUST_BIN", REPO / ".cache" / "locust-venv" / "bin" / "locust"))
 CPU_LIMIT = 0.25
 
@@ -47,8 +50,9 @@ def log(message: str) -> None:
 
 
 class Bench:
-    def __init__(self, out: Path, offset: int, parts: list[str], quick: bool):
+    def __init__(self, out: Path, offset: int, parts: list[str], quick: bool, db_servers: list[str] | None = None):
         self.out, self.offset, self.parts, self.quick = out, offset, parts, quick
+        self.db_servers = db_servers
         self.ratios: list[dict] = []
         self.details: dict = {}
         self.stack = None
@@ -364,9 +368,25 @@ class Bench:
                    note=f"{points[1]['capacity_rps']:.1f} req/s with 1 replica, {points[4]['capacity_rps']:.1f} with 4",
                    one=points[1]["capacity_rps"], four=points[4]["capacity_rps"])
 
+    def part_database(self) -> None:
+        from . import database
+        sizes = database.SIZES[:1] if self.quick else database.SIZES
+        cache_dir = Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve()
+        result = database.run(self.out, self.offset, cache_dir, self.db_servers, sizes)
+        self.details["database"] = {
+            "json": str(self.out / "database.json"), "seconds": result["seconds"],
+            "servers": {s["name"]: ("measured" if s.get("sizes") else s.get("why") or s.get("error"))
+                        for s in result["servers"]}}
+
     # ------------------------------------------------------------------ all of it
     def main(self) -> None:
         started = time.monotonic()
+        if "database" in self.parts:  # first, alone: its servers must not compete with the stack
+            try:
+                self.part_database()
+            except Exception as exc:  # noqa: BLE001 - the other parts still run
+                log(f"database part failed: {type(exc).__name__}: {exc}")
+                self.details["database"] = {"error": f"{type(exc).__name__}: {exc}"}
         needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale"))
         if needs_stack:
             self.start_stack()
@@ -401,12 +421,19 @@ class Bench:
             self.not_measured(key, names[key], "-", f"failed: {type(exc).__name__}: {exc}")
 
 
+def _db_server_names() -> list[str]:
+    from stack.dbservers import SERVERS
+    return list(SERVERS)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, from {','.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=None, help="default bench-results/<time>")
     parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", "12000")))
-    parser.add_argument("--quick", action="store_true", help="shorter measurements")
+    parser.add_argument("--quick", action="store_true", help="shorter measurements (database: 1,000 products only)")
+    parser.add_argument("--db-servers", default=None,
+                        help="database part: the servers to measure, from " + ",".join(_db_server_names()))
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     if any(p not in PARTS for p in parts):
@@ -414,7 +441,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or REPO / "bench-results" / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(out, args.port_offset, parts, args.quick)
+    db_servers = [s.strip() for s in args.db_servers.split(",") if s.strip()] if args.db_servers else None
+    if db_servers and any(s not in _db_server_names() for s in db_servers):
+        print(f"error: --db-servers takes servers from {','.join(_db_server_names())}", file=sys.stderr)
+        return 2
+    bench = Bench(out, args.port_offset, parts, args.quick, db_servers)
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
