@@ -63,8 +63,10 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         checks = (server.get("concurrency") or {}).get("raw", {})
         adapter = (server.get("concurrency") or {}).get("through_adapter", {})
         through = "; ".join(f"{name}: {_check(r)}" for name, r in adapter.items()) or "no locks (atomic operators)"
-        version = ", ".join(f"{k} {v}" for k, v in (server.get("versions") or {}).items())
-        rows.append([f"{server['label']} ({version})", f"{server['start_s']:.1f} s", _restart(server),
+        versions = server.get("versions") or {}
+        reported = "; ".join(([f"PostgreSQL {versions['postgresql']}"] if "postgresql" in versions else [])
+                             + [f"buildInfo {versions.get('server', '?')}"])
+        rows.append([f"{server['label']} ({reported})", f"{server['start_s']:.1f} s", _restart(server),
                      _check(checks.get("inc")), _check(checks.get("cas")), _check(checks.get("fam")),
                      _check(checks.get("unique")), through + (f"; error: {server['error']}" if server.get("error") else "")])
     query_header = ["query: median / p90, ms"] + [f"{s['name']}, {int(size):,}" for s in up for size in sizes]
