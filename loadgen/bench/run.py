@@ -8,6 +8,8 @@
   locust   loadgen vs Locust (FastHttpUser) on the same endpoint for the same time:
            requests per CPU-second of the generator                          (target >= 1.5x)
   stall    the p99 each reports against a server that stalls for a known time
+  fold     catalog.events folded per second by 2 workers, and how long after a 10,000-product
+           import ends its events are all folded (loadgen/bench/folding.py)  (>= 2,000/s, <= 10 s)
   database every MongoDB-wire server that can run here, on the catalog's own queries at
            1,000 and 10,000 products, and the concurrency checks (loadgen/bench/database.py;
            its own servers, no stack; database.json and its tables)
@@ -40,7 +42,7 @@ from ..workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PARTS = ("database", "locust", "stall", "import", "bare", "cache", "scale")
+PARTS = ("database", "locust", "stall", "import", "bare", "cache", "scale", "fold")
 LOCUST = Path(os.environ.get("LOCUST_BIN", REPO / ".cache" / "locust-venv" / "bin" / "locust"))
 CPU_LIMIT = 0.25
 
@@ -378,6 +380,28 @@ class Bench:
             "servers": {s["name"]: ("measured" if s.get("sizes") else s.get("why") or s.get("error"))
                         for s in result["servers"]}}
 
+    def part_fold(self) -> None:
+        from . import folding
+        found = folding.measure(self.stack, log)
+        self.details["fold"] = found
+        slowest = min(found["rate"].values(), key=lambda r: r["events_per_s"] or 0)
+        rate = slowest["events_per_s"]
+        self.ratio("fold", f"events folded per second (2 workers) / {folding.RATE_TARGET:,.0f}",
+                   None if rate is None else rate / folding.RATE_TARGET, "≥ 1×",
+                   None if rate is None else rate >= folding.RATE_TARGET,
+                   f"rounds of {folding.ROUND:,} events (creations into an empty product_index, as many "
+                   "again, moves of the latter to another category), each published to catalog.events while the "
+                   "workers are stopped, then folded by 2 workers; the slowest round",
+                   note="; ".join(f"{name}: {r['events_per_s']} events/s ({r['folded_after_first']} in {r['seconds']} s), "
+                                  f"CPU ms per event {r['cpu_ms_per_event']}, load average {r['load_average']}"
+                                  for name, r in found["rate"].items()), **found["rate"])
+        lag = found["import"]["lag_s"]
+        self.ratio("fold-lag", f"import events folded after the import ends / {folding.LAG_TARGET:g} s",
+                   lag / folding.LAG_TARGET, "≤ 1×", lag <= folding.LAG_TARGET,
+                   f"a {folding.IMPORT_SIZE:,}-product import through the API, 2 workers",
+                   note=f"import {found['import']['import_s']} s; {found['import']['folded_at_end']} events folded when "
+                        f"it ended, all {lag} s later", **found["import"])
+
     # ------------------------------------------------------------------ all of it
     def main(self) -> None:
         started = time.monotonic()
@@ -387,7 +411,7 @@ class Bench:
             except Exception as exc:  # noqa: BLE001 - the other parts still run
                 log(f"database part failed: {type(exc).__name__}: {exc}")
                 self.details["database"] = {"error": f"{type(exc).__name__}: {exc}"}
-        needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale"))
+        needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale", "fold"))
         if needs_stack:
             self.start_stack()
         if "locust" in self.parts:
@@ -410,6 +434,8 @@ class Bench:
                     log("restarting user and catalog without CPU limit for the import submissions")
                     self.limit_replicas(catalog=1, cpu_limit=None)
                 self._guard("import", self.part_import)
+        if "fold" in self.parts:  # last: it leaves the stack with 2 workers
+            self._guard("fold", self.part_fold)
         self.details["seconds"] = round(time.monotonic() - started, 1)
 
     def _guard(self, key: str, part) -> None:
@@ -417,7 +443,8 @@ class Bench:
             part()
         except (TargetError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             names = {"locust": "loadgen vs Locust", "stall": "stalled server p99", "import": "import submit ratio",
-                     "bare": "cached page vs bare Flask", "cache": "cache vs no cache", "scale": "4 vs 1 replicas"}
+                     "bare": "cached page vs bare Flask", "cache": "cache vs no cache", "scale": "4 vs 1 replicas",
+                     "fold": "event folding"}
             self.not_measured(key, names[key], "-", f"failed: {type(exc).__name__}: {exc}")
 
 

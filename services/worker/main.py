@@ -41,7 +41,7 @@ log = logging.getLogger("worker")
 CONSUMER_GROUPS = {TOPIC_JOBS: "scaleshop-workers", TOPIC_CATALOG_EVENTS: "scaleshop-workers-events"}
 RELAY_INTERVAL_S = 1.0
 # Events folded per poll: enough for the bulk writes to pay, short enough (a fold of 1,000 takes
-# a few hundred milliseconds) that the member soon polls again and a rebalance hands over fast.
+# 0.2-1 s on the local stack) that the member soon polls again and a rebalance hands over fast.
 EVENTS_PER_POLL = 1000
 
 
