@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 import random
+import time
 
 import pytest
 from bson import ObjectId
 from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import AutoReconnect
 
 SORTS = {
     "newest": [("created_at", DESCENDING), ("_id", DESCENDING)],
@@ -139,6 +141,19 @@ def test_indexed_reads_answer_what_a_scan_would(scratch):
     assert problems == []
 
 
+def _reconnect(client, timeout_s: float = 30.0) -> None:
+    """The pool's connections died with the server: the first command fails and empties the pool."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.admin.command("ping")
+            return
+        except AutoReconnect:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.mark.lifecycle
 def test_indexes_are_rebuilt_when_the_database_restarts(stack, scratch):
     rng = random.Random(11)
@@ -149,6 +164,7 @@ def test_indexes_are_rebuilt_when_the_database_restarts(stack, scratch):
         stack.start_server("database")
     finally:
         stack.start_server("database")  # no-op when it runs
+    _reconnect(scratch.database.client)
     problems = _exercise(scratch, model, rng, rounds=40)
     assert problems == []
     names = {index["name"] for index in scratch.list_indexes()}

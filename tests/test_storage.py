@@ -76,12 +76,9 @@ def test_stack_database_needs_no_locks(races):
 
 @pytest.mark.parametrize("check", ["inc", "cas", "fam", "unique"])
 def test_stack_database_passes_the_concurrency_checks_without_locks(races, check):
+    """`fam` failed on upstream mongo-java-server (2-18 of 1,600 replies showed a later writer's
+    increment: it encodes stored objects after releasing the lock); stack/mongo replies with copies."""
     result = concurrency.CHECKS[check](races)
-    if check == "fam" and storage.of(races).server == storage.MONGO_JAVA_SERVER and not result["ok"]:
-        # Every $inc lands (final == total), but the document it returns may already hold a later
-        # writer's increment: mongo-java-server 1.47 encodes the reply after releasing the
-        # collection's lock. Code must not take a findOneAndUpdate reply as its own post-image.
-        pytest.xfail(f"mongo-java-server's findAndModify reply is not this write's post-image: {result['summary']}")
     assert result["ok"], result
 
 

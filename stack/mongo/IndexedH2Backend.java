@@ -1,10 +1,11 @@
 /*
- * mongo-java-server's H2 backend with the two things a catalog's queries need from a database
- * and upstream leaves out: non-unique secondary indexes (CompoundIndex), and a query planner that
- * uses an index when the query constrains the index's fields among others (upstream uses one only
- * when the query has exactly the index's fields, so `{_id: x, version: v}` read the whole
- * collection). Everything else, storage included, is upstream's H2 backend.
+ * mongo-java-server's H2 backend with what a catalog needs from a database and upstream leaves
+ * out: non-unique secondary indexes (CompoundIndex); a query planner that uses an index when the
+ * query constrains the index's fields among others (upstream uses one only when the query has
+ * exactly the index's fields, so `{_id: x, version: v}` read the whole collection); and replies
+ * that are snapshots (see createQueryResult). Everything else, storage included, is upstream's.
  */
+import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.List;
 import java.util.stream.Stream;
@@ -150,6 +151,27 @@ final class IndexedH2Collection extends H2Collection {
             }
         }
         return super.count(query, skip, limit);
+    }
+
+    /**
+     * Documents leave the lock as copies. Upstream answers with the stored objects themselves and
+     * an update changes a stored object field by field, so a reply still being written to the wire
+     * could show part or all of a later write: 2 to 18 of 1,600 concurrent findOneAndUpdate
+     * replies did (tests/test_storage.py). A copy is what the reply saw under the lock; and an
+     * update of a copy read here stores that copy, leaving every earlier reply's object untouched.
+     */
+    @Override
+    protected QueryResult createQueryResult(List<Document> matchedDocuments, int batchSize) {
+        List<Document> copies = new ArrayList<>(matchedDocuments.size());
+        for (Document document : matchedDocuments) {
+            copies.add(document.cloneDeeply());
+        }
+        return super.createQueryResult(copies, batchSize);
+    }
+
+    @Override
+    public synchronized Document findAndModify(Document query) {
+        return super.findAndModify(query).cloneDeeply();
     }
 
     /** Built under the lock, so no write slips past an index while it is being filled. */
