@@ -21,6 +21,9 @@ import requests
 from .. import data
 
 SEED = 9
+SIZES = (1000, 10_000)
+SAMPLES = 200
+P50_TARGET_MS = 15.0
 SORTS = ("newest", "price_asc", "price_desc", "rating", "name")
 IMPORT_CHUNK = 5000
 TIMEOUT = 30

@@ -15,6 +15,8 @@
   database every MongoDB-wire server that can run here, on the catalog's own queries at
            1,000 and 10,000 products, and the concurrency checks (loadgen/bench/database.py;
            its own servers, no stack; database.json and its tables)
+  reads    product-list and product-page cache misses through the gateway at 1,000 and 10,000
+           products, on a stack of its own (loadgen/bench/reads.py)      (each p50 <= 15 ms)
 
 It starts its own local stack (ports + BENCH_PORT_OFFSET, default 12000; data in a temp
 folder), stops it at the end even on failure, writes bench.json and a report under
@@ -44,7 +46,7 @@ from ..workload import Workload
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PARTS = ("database", "locust", "stall", "import", "bare", "cache", "scale", "fold")
+PARTS = ("database", "reads", "locust", "stall", "import", "bare", "cache", "scale", "fold")
 LOCUST = Path(os.environ.get("LOCUST_BIN", REPO / ".cache" / "locust-venv" / "bin" / "locust"))
 CPU_LIMIT = 0.25
 
@@ -400,6 +402,34 @@ class Bench:
             "servers": {s["name"]: ("measured" if s.get("sizes") else s.get("why") or s.get("error"))
                         for s in result["servers"]}}
 
+    def part_reads(self) -> None:
+        """List and page cache misses at 1,000 and 10,000 products, on a stack of its own with the
+        replicas of `make up` (ports + offset + 1000), so the other parts' data does not count."""
+        from stack.control import Stack
+        from stack.layout import Layout
+
+        from . import reads
+        run_dir = Path(tempfile.mkdtemp(prefix="scaleshop-bench-reads-"))
+        stack = Stack(Layout(run_dir=run_dir, cache_dir=REPO / ".cache", port_offset=self.offset + 1000),
+                      log=lambda m: log(f"reads stack: {m}"))
+        sizes = reads.SIZES[:1] if self.quick else reads.SIZES
+        try:
+            stack.up()
+            found = reads.run(stack.layout.gateway_url, sizes, reads.SAMPLES, log)
+        finally:
+            stack.down()
+            shutil.rmtree(run_dir, ignore_errors=True)
+        self.details["reads"] = found
+        for size, shapes in found.items():
+            for shape, label in (("product_list_miss", "product-list"), ("product_page_miss", "product-page")):
+                p50 = shapes[shape].get("p50_ms")
+                self.ratio(f"reads-{shape}-{size}", f"{label} miss p50 at {size:,} products / {reads.P50_TARGET_MS:g} ms",
+                           None if p50 is None else p50 / reads.P50_TARGET_MS, "≤ 1×",
+                           None if p50 is None else p50 <= reads.P50_TARGET_MS,
+                           "loadgen/bench/reads.py through the gateway, every sample an X-Cache miss",
+                           note=f"p50 {p50} ms, p90 {shapes[shape].get('p90_ms')} ms of {shapes[shape]['samples']}; "
+                                f"search (q) apart: p50 {shapes['search_miss'].get('p50_ms')} ms", **shapes)
+
     def part_fold(self) -> None:
         from . import folding
         found = folding.measure(self.stack, log)
@@ -431,6 +461,8 @@ class Bench:
             except Exception as exc:  # noqa: BLE001 - the other parts still run
                 log(f"database part failed: {type(exc).__name__}: {exc}")
                 self.details["database"] = {"error": f"{type(exc).__name__}: {exc}"}
+        if "reads" in self.parts:  # a stack of its own, before the shared one starts
+            self._guard("reads", self.part_reads)
         needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale", "fold"))
         if needs_stack:
             self.start_stack()
@@ -464,7 +496,7 @@ class Bench:
         except (TargetError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             names = {"locust": "loadgen vs Locust", "stall": "stalled server p99", "import": "import submit ratio",
                      "bare": "cached page vs bare Flask", "cache": "cache vs no cache", "scale": "4 vs 1 replicas",
-                     "fold": "event folding"}
+                     "fold": "event folding", "reads": "list and page misses"}
             self.not_measured(key, names[key], "-", f"failed: {type(exc).__name__}: {exc}")
 
 
