@@ -460,6 +460,26 @@ def test_garbage_on_the_jobs_topic_goes_to_the_dead_letter_topic(bootstrap):
     assert parked["job_id"] is None and parked["error"], parked
 
 
+def test_an_import_recorded_before_payloads_were_keyed_by_id_still_runs(gateway, owner, db, bootstrap):
+    """A job accepted by the previous version (its payload found by job_id, no payload_chunks) after an upgrade."""
+    import zlib
+
+    from bson import Binary
+
+    category = unique_slug("old")
+    job_id = uuid.uuid4().hex
+    moment = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    db["job_payloads"].insert_one({"job_id": job_id, "n": 0,
+                                   "data": Binary(zlib.compress(json.dumps(import_items(category, 4)).encode()))})
+    db["jobs"].insert_one({"_id": job_id, "type": "import", "owner_id": owner.id, "status": "queued",
+                           "progress": {"done": 0, "total": 4}, "params": {}, "has_payload": True,
+                           "payload_encoding": "zlib", "attempts": 0, "published": True,
+                           "created_at": moment, "updated_at": moment})
+    publish_job(bootstrap, job_id, "import")
+    job = wait_job(gateway, owner, job_id, 60)
+    assert job["status"] == "succeeded" and job["result"]["imported"] == 4, job
+
+
 def test_a_job_no_handler_knows_is_retried_then_failed_and_dead_lettered(gateway, owner, stranger, db, bootstrap):
     job_id = uuid.uuid4().hex
     moment = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)

@@ -86,9 +86,8 @@ def record(db: Database, job_id: str, job_type: str, owner_id: str, total: int, 
         payload = zlib.compress(payload, 1)
         chunks = [payload[i:i + CHUNK_BYTES] for i in range(0, len(payload), CHUNK_BYTES)] or [b""]
         try:
-            db[PAYLOADS].insert_many(
-                [{"job_id": job_id, "n": n, "data": Binary(chunk)} for n, chunk in enumerate(chunks)], ordered=True
-            )
+            db[PAYLOADS].insert_many([{"_id": _payload_id(job_id, n), "job_id": job_id, "n": n, "data": Binary(chunk)}
+                                      for n, chunk in enumerate(chunks)], ordered=True)
         except BulkWriteError as exc:  # a part recorded again after a crash: the same bytes are there
             if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
                 raise
@@ -102,6 +101,7 @@ def record(db: Database, job_id: str, job_type: str, owner_id: str, total: int, 
         "params": params or {},
         "has_payload": payload is not None,
         "payload_encoding": "zlib" if payload is not None else None,
+        "payload_chunks": len(chunks) if payload is not None else 0,
         "attempts": 0,
         "published": False,
         "created_at": moment,
@@ -163,9 +163,22 @@ def find_for_owner(db: Database, job_id: str, owner_id: str) -> dict | None:
     return doc if doc is not None and doc["owner_id"] == owner_id and doc.get("parent") is None else None
 
 
+def _payload_id(job_id: str, n: int) -> str:
+    return f"{job_id}:{n}"
+
+
 def load_payload(db: Database, job: dict) -> bytes:
-    """The payload as submitted (jobs recorded before compression was added are stored plain)."""
-    data = b"".join(bytes(doc["data"]) for doc in db[PAYLOADS].find({"job_id": job["_id"]}).sort([("n", ASCENDING)]))
+    """The payload as submitted (jobs recorded before compression was added are stored plain).
+
+    Read by `_id` (mongo-java-server would scan every payload for a `job_id`: its unique index on
+    (job_id, n) serves only queries on both); jobs recorded before `payload_chunks` by job_id.
+    """
+    if "payload_chunks" in job:
+        ids = [_payload_id(job["_id"], n) for n in range(job["payload_chunks"])]
+        docs = sorted(db[PAYLOADS].find({"_id": {"$in": ids}}), key=lambda doc: doc["n"])
+    else:
+        docs = list(db[PAYLOADS].find({"job_id": job["_id"]}).sort([("n", ASCENDING)]))
+    data = b"".join(bytes(doc["data"]) for doc in docs)
     return zlib.decompress(data) if job.get("payload_encoding") == "zlib" else data
 
 
