@@ -19,6 +19,7 @@ from typing import Callable
 import requests
 
 from ..data import import_batch
+from ..target import TargetError
 
 SIZE = 10_000
 JOB_TIMEOUT_S = 300
@@ -43,21 +44,22 @@ def _one_import(http: requests.Session, gateway: str, headers: dict[str, str], b
     started = time.monotonic()
     response = http.post(f"{gateway}/v1/imports", data=body, headers=headers, timeout=60)
     if response.status_code != 202:
-        raise RuntimeError(f"import not accepted: {response.status_code} {response.text[:200]}")
+        raise TargetError(f"import not accepted: {response.status_code} {response.text[:200]}")
     url = f"{gateway}{response.json()['status_url']}"
     while time.monotonic() - started < JOB_TIMEOUT_S:
         job = _job(http, url, headers)
         if job.get("status") in ("succeeded", "failed"):
             if job["status"] != "succeeded":
-                raise RuntimeError(f"the import failed: {job.get('error')}")
+                raise TargetError(f"the import failed: {job.get('error')}")
             return {"seconds": round(time.monotonic() - started, 3), "progress": job["progress"],
                     "created_at": job["created_at"], "updated_at": job["updated_at"]}
         time.sleep(0.05)
-    raise RuntimeError(f"the import did not finish in {JOB_TIMEOUT_S}s")
+    raise TargetError(f"the import did not finish in {JOB_TIMEOUT_S}s")
 
 
 def measure(stack, gateway: str, rounds: int, log: Callable[[str], None]) -> dict:
     """{seconds: {1: [...], 2: [...]}, median: {1, 2}, ratio} for `rounds` imports on each worker count."""
+    from stack.procs import StackError
     from stack.workers import wait_events_folded, wait_workers_ready
 
     before = len(stack.service_replicas("worker"))
@@ -68,8 +70,11 @@ def measure(stack, gateway: str, rounds: int, log: Callable[[str], None]) -> dic
         with requests.Session() as http:
             for round_ in range(rounds):
                 for workers in (1, 2):
-                    stack.scale("worker", workers)
-                    wait_workers_ready(stack, workers, timeout=180)
+                    try:
+                        stack.scale("worker", workers)
+                        wait_workers_ready(stack, workers, timeout=180)
+                    except StackError as exc:
+                        raise TargetError(f"{workers} worker(s) did not settle: {exc}") from None
                     left = wait_events_folded(stack, timeout=180)
                     body = json.dumps(import_batch(SIZE, f"w{workers}r{round_}", rng), separators=(",", ":")).encode()
                     run = _one_import(http, gateway, headers, body)
@@ -90,7 +95,7 @@ def _quiet(http: requests.Session, gateway: str, headers: dict[str, str], job_ur
     for url in job_urls:
         while _job(http, url, headers).get("status") not in ("succeeded", "failed"):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not finish in {JOB_TIMEOUT_S}s")
+                raise TargetError(f"{url} did not finish in {JOB_TIMEOUT_S}s")
             time.sleep(0.1)
     wait_events_folded(stack, timeout=180)
 
@@ -117,7 +122,7 @@ def submit_latency(stack, gateway: str, rounds: int, log: Callable[[str], None])
                 response = http.post(f"{gateway}/v1/imports", data=body, headers=headers, timeout=60)
                 took = (time.perf_counter() - started) * 1000
                 if response.status_code != 202:
-                    raise RuntimeError(f"import not accepted: {response.status_code} {response.text[:200]}")
+                    raise TargetError(f"import not accepted: {response.status_code} {response.text[:200]}")
                 ms[size].append(round(took, 1))
                 urls.append(f"{gateway}{response.json()['status_url']}")
         _quiet(http, gateway, headers, urls, stack)
