@@ -375,35 +375,44 @@ def test_an_imported_category_is_counted_exactly_in_the_stats(stack, gateway, ow
     wait_stats(gateway, {category: expected}, timeout=5)
 
 
-def test_an_import_that_runs_while_kafka_is_down_completes_and_its_events_follow(stack, gateway, owner, db):
-    """A worker that lost the broker mid-job: the products' events wait in the outbox, the job succeeds.
+def broker_down_settings(stack):
+    """Settings of a worker whose broker is down (nothing listens on its port), on the stack's database."""
+    from services.shared.config import Settings
 
-    The job runs here, in the test process, with a publisher whose broker is down (nothing
-    listens on its port); the stack's workers, whose broker is up, relay the outbox.
-    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    return Settings(auth_secret="test-secret-of-at-least-16-chars",
+                    mongodb_url=f"mongodb://127.0.0.1:{stack.layout.db_port}/",
+                    memcached_servers=f"127.0.0.1:{stack.layout.memcached_port}",
+                    kafka_bootstrap_servers=f"127.0.0.1:{dead_port}", kafka_timeout_ms=300)
+
+
+def run_here_with_the_broker_down(stack, db, owner, items) -> tuple[dict, str]:
+    """Submit an import and run it in the test process with a publisher whose broker is down,
+    as a worker that lost the broker would; the stack's workers, whose broker is up, relay the outbox."""
     from services.shared import jobs as jobstore
     from services.shared.cache import Cache
-    from services.shared.config import Settings
     from services.shared.events import Publisher
     from services.worker.handlers import HANDLERS
     from services.worker.runner import run_job
 
-    with socket.socket() as probe:  # a port nothing listens on: a broker that is down
-        probe.bind(("127.0.0.1", 0))
-        dead_port = probe.getsockname()[1]
-    settings = Settings(auth_secret="test-secret-of-at-least-16-chars",
-                        mongodb_url=f"mongodb://127.0.0.1:{stack.layout.db_port}/",
-                        memcached_servers=f"127.0.0.1:{stack.layout.memcached_port}",
-                        kafka_bootstrap_servers=f"127.0.0.1:{dead_port}", kafka_timeout_ms=300)
-    category = unique_slug("dwn")
-    items = import_items(category, 120)
+    settings = broker_down_settings(stack)
     publisher = Publisher(settings, "test-broker-down")
     try:
         job = jobstore.submit(db, publisher, "import", owner.id, len(items), payload=json.dumps(items).encode())
         assert job["published"] is False
-        outcome = run_job(db, Cache(settings), publisher, HANDLERS, job["_id"])
+        db["jobs"].update_one({"_id": job["_id"]}, {"$set": {"published": True}})  # as if it reached this worker
+        return job, run_job(db, Cache(settings), publisher, HANDLERS, job["_id"])
     finally:
         publisher.close()
+
+
+def test_an_import_that_runs_while_kafka_is_down_completes_and_its_events_follow(stack, gateway, owner, db):
+    """A worker that lost the broker mid-job: the products' events wait in the outbox, the job succeeds."""
+    category = unique_slug("dwn")
+    items = import_items(category, 120)
+    job, outcome = run_here_with_the_broker_down(stack, db, owner, items)
     # Checked at once (the workers relay only records older than 2 s): the events wait in the outbox.
     waiting = {"topic": "catalog.events", "value.category": category}
     assert db["outbox"].count_documents(waiting) == 120
@@ -418,6 +427,23 @@ def test_an_import_that_runs_while_kafka_is_down_completes_and_its_events_follow
         time.sleep(0.5)
     expected = (len(items), round(sum(item["price_cents"] for item in items) / len(items)))
     wait_stats(gateway, {category: expected}, timeout=90)
+
+
+def test_chunks_recorded_while_kafka_is_down_are_published_by_the_outbox_relay(stack, gateway, owner, db):
+    """A worker that lost the broker splits an import: its chunks are recorded but not published;
+    the stack's workers' relay publishes them, they run, and the import succeeds with every product once."""
+    category = unique_slug("dch")
+    items = import_items(category, 2 * CHUNK_ITEMS + 500)
+    job, outcome = run_here_with_the_broker_down(stack, db, owner, items)
+    assert outcome == "split"
+    parts = list(db["jobs"].find({"parent": job["_id"]}))
+    assert len(parts) == 3 and not any(part["published"] for part in parts), parts
+    done = wait_job(gateway, owner, job["_id"], BIG_IMPORT_TIMEOUT)
+    assert done["status"] == "succeeded", done
+    assert done["progress"] == {"done": len(items), "total": len(items)}, done
+    assert done["result"] == {"imported": len(items), "rejected": [], "categories": [category]}, done
+    assert all(part["published"] for part in db["jobs"].find({"parent": job["_id"]}))
+    assert db["products"].count_documents({"category": category}) == len(items)
 
 
 # ---- 7. export --------------------------------------------------------------------------------
