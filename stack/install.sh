@@ -49,6 +49,21 @@ install_venv() {
   stamp_write venv "${reqs[@]}"
 }
 
+# unpack_debian_packages DEST PACKAGE...: download the packages with apt and unpack them into
+# DEST (made anew); nothing is installed system-wide and no service is started.
+unpack_debian_packages() {
+  local root=$1; shift
+  local debs="$root-debs"
+  rm -rf "$debs" "$root"; mkdir -p "$debs" "$root"
+  log "fetching $* from Debian"
+  if ! (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1); then
+    apt_update_once
+    (cd "$debs" && apt-get download -qq "$@" >/dev/null 2>&1) || die "apt-get download $* failed"
+  fi
+  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+  rm -rf "$debs"
+}
+
 # Debian's memcached and nginx, unpacked (not installed: no service is started
 # and nothing is written outside the cache folder).
 DEBIAN_PACKAGES=(memcached nginx)
@@ -58,16 +73,7 @@ install_debian() {
   local bins=("$root/usr/bin/memcached" "$root/usr/sbin/nginx")
   if [[ -x ${bins[0]} && -x ${bins[1]} ]] && stamp_ok debian "$0"; then return; fi
   command -v apt-get >/dev/null || die "apt-get is needed to fetch ${DEBIAN_PACKAGES[*]}"
-  local debs="$CACHE/debian-debs"
-  rm -rf "$debs" "$root"; mkdir -p "$debs" "$root"
-  log "fetching ${DEBIAN_PACKAGES[*]} from Debian"
-  if ! (cd "$debs" && apt-get download -qq "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1); then
-    apt_update_once
-    (cd "$debs" && apt-get download -qq "${DEBIAN_PACKAGES[@]}" >/dev/null 2>&1) \
-      || die "apt-get download ${DEBIAN_PACKAGES[*]} failed"
-  fi
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
-  rm -rf "$debs"
+  unpack_debian_packages "$root" "${DEBIAN_PACKAGES[@]}"
   if ldd "${bins[@]}" | grep -q 'not found'; then
     log "installing the shared libraries memcached and nginx link against"
     apt_update_once
@@ -164,16 +170,7 @@ install_postgresql() {
   fi
   if [[ -x "$bin/postgres" && -x "$bin/initdb" ]] && stamp_ok postgresql <(echo "postgresql-$PG_MAJOR"); then return; fi
   command -v apt-get >/dev/null || die "apt-get is needed to fetch postgresql-$PG_MAJOR"
-  local debs="$CACHE/postgresql-debs"
-  rm -rf "$debs" "$root"; mkdir -p "$debs" "$root"
-  log "fetching postgresql-$PG_MAJOR from Debian"
-  if ! (cd "$debs" && apt-get download -qq "postgresql-$PG_MAJOR" >/dev/null 2>&1); then
-    apt_update_once
-    (cd "$debs" && apt-get download -qq "postgresql-$PG_MAJOR" >/dev/null 2>&1) \
-      || die "apt-get download postgresql-$PG_MAJOR failed"
-  fi
-  for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
-  rm -rf "$debs"
+  unpack_debian_packages "$root" "postgresql-$PG_MAJOR"
   chmod -R a+rX "$root"  # the unprivileged server reads it
   if ldd "$bin/postgres" "$bin/initdb" | grep -q 'not found' || [[ ! -d /usr/share/zoneinfo ]]; then
     log "installing the shared libraries PostgreSQL links against"
