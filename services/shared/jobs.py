@@ -14,8 +14,8 @@ read from that one document, so a part that runs again after a crash counts noth
 When every part has ended, `finish_split` gives the parent its status and one result merged
 from the parts'.
 
-Jobs are read and changed by `_id` alone, never by `_id` and a condition (a finished job is
-left as it is by reading it first): the `_id` index is the one every server has.
+A job, its parts and its payload are read and changed by `_id` alone (only the outbox scan,
+`unpublished`, filters on other fields): the `_id` index is the one every server uses.
 """
 from __future__ import annotations
 
