@@ -37,7 +37,7 @@ def memcached_command(layout: Layout, memory_mb: int = 128) -> list[str]:
 # database"); a `mongod` found on PATH is used instead. FerretDB, the previous default, is only
 # started to migrate a data folder it wrote (stack/migrate.py) and by the benchmark.
 
-DATABASE_HEAP = "-Xmx768m"
+DATABASE_HEAP = "-Xmx1g"
 MONGO_DATA_FILE = "scaleshop.mv"
 
 
