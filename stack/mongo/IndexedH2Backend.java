@@ -54,6 +54,12 @@ final class IndexedH2Database extends H2Database {
     }
 
     @Override
+    protected Index<Object> openOrCreateUniqueIndex(String collectionName, String indexName, List<IndexKey> keys,
+                                                    boolean sparse) {
+        return new HeapUniqueIndex<>(indexName, keys, sparse);
+    }
+
+    @Override
     protected Index<Object> openOrCreateSecondaryIndex(String collectionName, String indexName, List<IndexKey> keys,
                                                        boolean sparse) {
         return new CompoundIndex<>(indexName, keys, sparse);
@@ -62,9 +68,10 @@ final class IndexedH2Database extends H2Database {
     @Override
     protected MongoCollection<Object> openOrCreateCollection(String collectionName, CollectionOptions options) {
         MVStore mvStore = store != null ? store : IndexedH2Backend.OPENING.get();
-        // The map names of upstream's H2Database.openOrCreateCollection, so the file stays upstream's format.
+        // The map names of upstream's H2Database.openOrCreateCollection; its documents and ids stored as BSON.
         String fullName = getFullCollectionNamespace(collectionName);
-        MVMap<Object, Document> dataMap = mvStore.openMap("databases." + fullName);
+        MVMap<Object, Document> dataMap = mvStore.openMap("databases." + fullName,
+            new MVMap.Builder<Object, Document>().keyType(BsonTypes.IdType.INSTANCE).valueType(BsonTypes.DocumentType.INSTANCE));
         MVMap<String, Object> metaMap = mvStore.openMap("meta." + fullName);
         return new IndexedH2Collection(this, collectionName, options, dataMap, metaMap, cursorRegistry);
     }
