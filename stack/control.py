@@ -30,8 +30,8 @@ from .procs import Proc, StackError, http_status, listening, require_free, spawn
 
 INFRA = ("database", "memcached", "kafka", "gateway")
 STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20}
-# mongo-java-server reads its whole file (Java-serialized pages) and rebuilds its secondary
-# indexes before it listens: 9-18 s at 10,000 products and their reviews on a busy 2-core machine.
+# mongo-java-server reads its whole file and rebuilds its indexes (unique and secondary, kept in
+# memory) before it listens: seconds at 10,000 products, more on a big or busy machine's file.
 DATABASE_START_S = 120
 
 
