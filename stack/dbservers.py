@@ -113,7 +113,7 @@ def _command(name: str, cache_dir: Path, port: int, folder: Path) -> list[str]:
         return servers.ferretdb_command(cache_dir, port, folder / "sqlite")
     if name in ("mongo-java-server-h2", "mongo-java-server-h2-upstream"):
         return servers.mongo_java_server_command(cache_dir, port, folder / servers.MONGO_DATA_FILE,
-                                                 upstream_indexes=name.endswith("-upstream"))
+                                                 upstream_backend=name.endswith("-upstream"))
     if name == "mongo-java-server-memory":
         return servers.mongo_java_server_command(cache_dir, port, None)
     if not shutil.which("mongod"):

@@ -57,10 +57,11 @@ def java_binary() -> str:
 
 
 def mongo_java_server_command(cache_dir: Path, port: int, data_file: Path | None,
-                              upstream_indexes: bool = False) -> list[str]:
+                              upstream_backend: bool = False) -> list[str]:
     """mongo-java-server on 127.0.0.1:`port`, on an H2 file, or in memory when `data_file` is None.
 
-    `upstream_indexes`: upstream's H2 backend without our secondary indexes (the benchmark's baseline).
+    `upstream_backend`: upstream's H2 backend as it is, without what stack/mongo adds to it (BSON
+    storage, indexes kept in memory, secondary indexes, snapshot replies): the benchmark's baseline.
     """
     classes = cache_dir / "mongo/classes"
     _need(classes / "ScaleshopMongo.class", "mongo-java-server")
@@ -68,7 +69,7 @@ def mongo_java_server_command(cache_dir: Path, port: int, data_file: Path | None
     return [java_binary(), "-Xms128m", DATABASE_HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", f"{classes}:{cache_dir / 'mongo/libs'}/*",
             "ScaleshopMongo", "--host", "127.0.0.1", "--port", str(port), *storage,
-            *(["--upstream-indexes"] if upstream_indexes else [])]
+            *(["--upstream-backend"] if upstream_backend else [])]
 
 
 def ferretdb_command(cache_dir: Path, port: int, sqlite_dir: Path) -> list[str]:

@@ -8,7 +8,7 @@
  *   - which documents may match: equality (or `$eq`) on a prefix of its fields, then optionally
  *     a range (`$gt`, `$gte`, `$lt`, `$lte`) on the next field; or `$in` on the first field;
  *   - the documents in the order a sort asks for, when the sort's fields continue the equality
- *     prefix in the index's direction or the exact reverse (IndexedH2Collection reads a page by
+ *     prefix in the index's direction or the exact reverse (ScaleshopH2Collection reads a page by
  *     walking it, instead of reading and sorting every candidate);
  *   - an exact count when the query is nothing but equalities on index fields.
  * It may name more documents than match, never fewer: the collection checks the whole query

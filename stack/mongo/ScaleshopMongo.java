@@ -9,10 +9,11 @@
  * interval, so an acknowledged write (w:1, j:false) is at most that old when the process is
  * killed with SIGKILL. SIGTERM closes the store cleanly.
  *
- * On a file it runs IndexedH2Backend (upstream's H2 backend plus secondary indexes, see there);
- * --upstream-indexes runs upstream's backend as it is, for the database benchmark.
+ * On a file it runs ScaleshopH2Backend (upstream's H2 backend with BSON storage, indexes in memory,
+ * secondary indexes and snapshot replies: see there);
+ * --upstream-backend runs upstream's H2 backend as it is, for the database benchmark.
  *
- * Usage: ScaleshopMongo --host 127.0.0.1 --port 27017 (--file data/scaleshop.mv | --memory) [--upstream-indexes]
+ * Usage: ScaleshopMongo --host 127.0.0.1 --port 27017 (--file data/scaleshop.mv | --memory) [--upstream-backend]
  */
 import de.bwaldvogel.mongo.MongoBackend;
 import de.bwaldvogel.mongo.MongoServer;
@@ -36,7 +37,7 @@ public final class ScaleshopMongo {
                 case "--port" -> port = Integer.parseInt(args[++i]);
                 case "--file" -> file = args[++i];
                 case "--memory" -> memory = true;
-                case "--upstream-indexes" -> plain = true;
+                case "--upstream-backend" -> plain = true;
                 default -> usage("unknown argument " + args[i]);
             }
         }
@@ -52,7 +53,7 @@ public final class ScaleshopMongo {
                 .cacheSize(CACHE_MB)
                 .open();
             store.setAutoCommitDelay(COMMIT_DELAY_MS);
-            backend = plain ? new H2Backend(store) : new IndexedH2Backend(store);
+            backend = plain ? new H2Backend(store) : new ScaleshopH2Backend(store);
         }
         MongoServer server = new MongoServer(backend);
         server.bind(host, port);
@@ -62,7 +63,7 @@ public final class ScaleshopMongo {
 
     private static void usage(String problem) {
         System.err.println(problem);
-        System.err.println("usage: ScaleshopMongo --host HOST --port PORT (--file PATH | --memory) [--upstream-indexes]");
+        System.err.println("usage: ScaleshopMongo --host HOST --port PORT (--file PATH | --memory) [--upstream-backend]");
         System.exit(2);
     }
 }

@@ -2,8 +2,10 @@
  * mongo-java-server's H2 backend with what a catalog needs from a database and upstream leaves
  * out: non-unique secondary indexes (CompoundIndex); a query planner that uses an index when the
  * query constrains the index's fields among others (upstream uses one only when the query has
- * exactly the index's fields, so `{_id: x, version: v}` read the whole collection); and replies
- * that are snapshots (see createQueryResult). Everything else, storage included, is upstream's.
+ * exactly the index's fields, so `{_id: x, version: v}` read the whole collection); replies that
+ * are snapshots (see createQueryResult); documents and ids stored as BSON (BsonTypes) and unique
+ * indexes kept in memory (HeapUniqueIndex), where upstream has H2 store and compare them by Java
+ * serialization. Everything else (the file, its commits, the wire protocol) is upstream's.
  */
 import java.util.ArrayList;
 import java.util.Comparator;
@@ -26,11 +28,11 @@ import de.bwaldvogel.mongo.backend.h2.H2Collection;
 import de.bwaldvogel.mongo.backend.h2.H2Database;
 import de.bwaldvogel.mongo.bson.Document;
 
-final class IndexedH2Backend extends H2Backend {
+final class ScaleshopH2Backend extends H2Backend {
     /** The store of the database being constructed (its constructor opens collections before its fields are set). */
     static final ThreadLocal<MVStore> OPENING = new ThreadLocal<>();
 
-    IndexedH2Backend(MVStore store) {
+    ScaleshopH2Backend(MVStore store) {
         super(store);
     }
 
@@ -38,17 +40,17 @@ final class IndexedH2Backend extends H2Backend {
     protected MongoDatabase openOrCreateDatabase(String databaseName) {
         OPENING.set(getMvStore());
         try {
-            return new IndexedH2Database(databaseName, getMvStore(), getCursorRegistry());
+            return new ScaleshopH2Database(databaseName, getMvStore(), getCursorRegistry());
         } finally {
             OPENING.remove();
         }
     }
 }
 
-final class IndexedH2Database extends H2Database {
+final class ScaleshopH2Database extends H2Database {
     private final MVStore store;
 
-    IndexedH2Database(String databaseName, MVStore store, CursorRegistry cursorRegistry) {
+    ScaleshopH2Database(String databaseName, MVStore store, CursorRegistry cursorRegistry) {
         super(databaseName, store, cursorRegistry);
         this.store = store;
     }
@@ -67,18 +69,18 @@ final class IndexedH2Database extends H2Database {
 
     @Override
     protected MongoCollection<Object> openOrCreateCollection(String collectionName, CollectionOptions options) {
-        MVStore mvStore = store != null ? store : IndexedH2Backend.OPENING.get();
+        MVStore mvStore = store != null ? store : ScaleshopH2Backend.OPENING.get();
         // The map names of upstream's H2Database.openOrCreateCollection; its documents and ids stored as BSON.
         String fullName = getFullCollectionNamespace(collectionName);
         MVMap<Object, Document> dataMap = mvStore.openMap("databases." + fullName,
             new MVMap.Builder<Object, Document>().keyType(BsonTypes.IdType.INSTANCE).valueType(BsonTypes.DocumentType.INSTANCE));
         MVMap<String, Object> metaMap = mvStore.openMap("meta." + fullName);
-        return new IndexedH2Collection(this, collectionName, options, dataMap, metaMap, cursorRegistry);
+        return new ScaleshopH2Collection(this, collectionName, options, dataMap, metaMap, cursorRegistry);
     }
 }
 
-final class IndexedH2Collection extends H2Collection {
-    IndexedH2Collection(MongoDatabase database, String collectionName, CollectionOptions options,
+final class ScaleshopH2Collection extends H2Collection {
+    ScaleshopH2Collection(MongoDatabase database, String collectionName, CollectionOptions options,
                         MVMap<Object, Document> dataMap, MVMap<String, Object> metaMap, CursorRegistry cursorRegistry) {
         super(database, collectionName, options, dataMap, metaMap, cursorRegistry);
     }
