@@ -11,8 +11,10 @@ that a no-op where the server's own atomic operators are safe:
 | mongo-java-server (the local stack) | buildInfo has only version fields | atomic: each collection applies one write at a time: no locks |
 | FerretDB 1.x | `ferretdb` in buildInfo | an update is a read, then a write: exclusive sections take a lock |
 
-Each row is proven by a concurrency test against that real server (tests/test_storage.py);
-the FerretDB lock is the one workaround that remains, beside the test that fails without it.
+The mongo-java-server and FerretDB rows are proven by concurrency tests against those real
+servers (tests/test_storage.py; there is no mongod on these machines, and MongoDB documents its
+single-document atomicity); the FerretDB lock is the one workaround that remains, beside the test
+that fails without it.
 """
 from __future__ import annotations
 
