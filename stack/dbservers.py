@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from . import servers
-from .procs import Proc, StackError, spawn, wait_port
+from .procs import Proc, StackError, free_port, spawn, wait_port
 
 SERVERS = {
     "ferretdb-sqlite": "FerretDB 1.24.2, SQLite",
@@ -166,12 +165,6 @@ def _pg_user() -> str | None:
     return PG_USER
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_postgresql(cache_dir: Path, folder: Path, running: Running) -> str:
     """initdb (first time only) and start PostgreSQL on a free loopback port; its URL for FerretDB."""
     initdb, postgres = _pg_tool(cache_dir, "initdb"), _pg_tool(cache_dir, "postgres")
@@ -192,7 +185,7 @@ def _start_postgresql(cache_dir: Path, folder: Path, running: Running) -> str:
             raise StackError(f"initdb failed: {result.stderr.strip()[-500:]}")
     version = subprocess.run([postgres, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
     running.versions["postgresql"] = version.split()[2] if len(version.split()) > 2 else version
-    pg_port = _free_port()
+    pg_port = free_port()
     proc = spawn([postgres, "-D", str(data), "-p", str(pg_port), "-c", "listen_addresses=127.0.0.1",
                   "-c", f"unix_socket_directories={sockets}"], folder / "postgresql.log", cwd=Path("/"), user=user)
     running.procs.append(("postgresql", proc, signal.SIGINT))  # SIGINT: PostgreSQL's fast shutdown

@@ -12,7 +12,6 @@ stack refuses to start, so it never starts empty as if nothing were there.
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ from pymongo import MongoClient
 
 from . import servers
 from .layout import Layout
-from .procs import Proc, StackError, spawn, wait_port
+from .procs import Proc, StackError, free_port, spawn, wait_port
 
 BATCH = 1000
 SYSTEM_DATABASES = {"admin", "local", "config"}
@@ -35,12 +34,6 @@ def needs_migration(layout: Layout) -> bool:
     db_dir = servers.database_dir(layout)
     return (servers.database_kind() == "mongo-java-server" and bool(old_ferretdb_files(db_dir))
             and not (db_dir / servers.MONGO_DATA_FILE).exists())
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def copy_all(source: MongoClient, target: MongoClient, log: Callable[[str], None]) -> dict[str, int]:
@@ -80,7 +73,7 @@ def migrate(layout: Layout, log: Callable[[str], None] = print) -> dict[str, int
     log(f"{db_dir} was written by FerretDB (the previous local database): copying it to mongo-java-server")
     procs: list[Proc] = []
     try:
-        ports = {"ferretdb": _free_port(), "mongo-java-server": _free_port()}
+        ports = {"ferretdb": free_port(), "mongo-java-server": free_port()}
         commands = {
             "ferretdb": servers.ferretdb_command(layout.cache_dir, ports["ferretdb"], db_dir),
             "mongo-java-server": servers.mongo_java_server_command(layout.cache_dir, ports["mongo-java-server"],

@@ -115,6 +115,13 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback port nothing listens on now (the kernel's choice), for a server started next."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def listening(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts connections on the port."""
     try:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ import yaml
 
 from services.shared.config import Settings
 from services.shared.events import TOPIC_PARTITIONS
+from stack.procs import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "scaleshop"
@@ -196,12 +196,6 @@ def env_names_read_by_code() -> set[str]:
 
 def expected_env() -> set[str]:
     return {name.upper() for name in Settings.model_fields} | env_names_read_by_code()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- helm lint and template ---------------------------------------------------------------

@@ -11,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from stack import migrate, servers
 from stack.layout import REPO, Layout
-from stack.procs import spawn, wait_port
+from stack.procs import free_port, spawn, wait_port
 
 CACHE = Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve()
 
@@ -28,7 +28,7 @@ def old_folder(tmp_path: Path) -> Layout:
     layout = Layout(run_dir=tmp_path, cache_dir=CACHE)
     db_dir = servers.database_dir(layout)
     db_dir.mkdir(parents=True)
-    port = migrate._free_port()
+    port = free_port()
     proc = _serve(servers.ferretdb_command(CACHE, port, db_dir), port, tmp_path / "ferretdb.log")
     try:
         with MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10_000) as client:
@@ -51,7 +51,7 @@ def test_old_ferretdb_folder_is_copied_with_counts_and_indexes(old_folder: Layou
     assert migrate.old_ferretdb_files(old_folder.data_dir / migrate.MOVED_ASIDE), "and kept"
     assert not migrate.needs_migration(old_folder)
 
-    port = migrate._free_port()
+    port = free_port()
     proc = _serve(servers.mongo_java_server_command(CACHE, port, db_dir / servers.MONGO_DATA_FILE), port,
                   old_folder.run_dir / "mjs.log")
     try:
