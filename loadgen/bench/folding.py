@@ -21,10 +21,11 @@ import datetime as dt
 import json
 import os
 import time
-import urllib.request
 import uuid
 
-from ..target import TargetError
+import requests
+
+from . import api_calls
 
 ROUND = 10_000
 IMPORT_SIZE = 10_000
@@ -32,18 +33,8 @@ RATE_TARGET = 2_000.0  # events/s
 LAG_TARGET = 10.0  # s after the import ends
 
 
-def _call(url: str, method: str = "GET", body=None, token: str | None = None, timeout: float = 120) -> dict:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.loads(response.read() or b"null")
-
-
 def category_count(gateway: str, slug: str) -> int:
-    rows = _call(f"{gateway}/v1/categories/stats", timeout=30)["items"]
+    rows = requests.get(f"{gateway}/v1/categories/stats", timeout=30).json()["items"]
     return next((row["product_count"] for row in rows if row["slug"] == slug), 0)
 
 
@@ -136,24 +127,13 @@ def measure_rate(stack, log) -> dict:
 def measure_import_lag(stack, log) -> dict:
     """A 10,000-product import through the API: seconds from its end to its events all folded."""
     gateway = stack.layout.gateway_url
-    email, password = f"bench-fold-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery"
-    _call(f"{gateway}/v1/users", "POST", {"email": email, "password": password, "display_name": "Bench"})
-    token = _call(f"{gateway}/v1/sessions", "POST", {"email": email, "password": password})["token"]
     slug = f"bench-import-{uuid.uuid4().hex[:8]}"
     items = [{"name": f"Bench item {i:05d}", "description": "Imported by the bench.", "price_cents": 100 + i % 900,
               "currency": "EUR", "category": slug} for i in range(IMPORT_SIZE)]
-    started = time.monotonic()
-    job = _call(f"{gateway}/v1/imports", "POST", items, token)
-    while True:
-        state = _call(f"{gateway}/v1/jobs/{job['job_id']}", token=token)
-        if state["status"] in ("succeeded", "failed"):
-            ended = time.monotonic()
-            break
-        if time.monotonic() - started > 600:
-            raise TimeoutError(f"the import is still {state['status']} after 600 s")
-        time.sleep(0.1)
-    if state["status"] != "succeeded":
-        raise TargetError(f"the import failed: {state.get('error')}")
+    with requests.Session() as http:
+        run = api_calls.import_and_wait(http, gateway, api_calls.account(gateway, "fold"), json.dumps(items).encode(),
+                                        timeout_s=600)
+    started, ended = run.started, run.ended
     at_end = category_count(gateway, slug)
     seen = watch_fold(gateway, slug, lambda count: count >= IMPORT_SIZE, timeout=600)
     lag = seen["end"] - ended

@@ -13,48 +13,16 @@ import json
 import random
 import statistics
 import time
-import uuid
 from typing import Callable
 
 import requests
 
 from ..data import import_batch
 from ..target import TargetError
+from . import api_calls
 
 SIZE = 10_000
 JOB_TIMEOUT_S = 300
-
-
-def _account(gateway: str) -> dict[str, str]:
-    email, password = f"bench-import-{uuid.uuid4().hex[:10]}@example.com", "correct horse battery"
-    requests.post(f"{gateway}/v1/users", json={"email": email, "password": password,
-                                               "display_name": "Bench importer"}, timeout=30).raise_for_status()
-    session = requests.post(f"{gateway}/v1/sessions", json={"email": email, "password": password}, timeout=30)
-    session.raise_for_status()
-    return {"Authorization": f"Bearer {session.json()['token']}", "Content-Type": "application/json"}
-
-
-def _job(http: requests.Session, url: str, headers: dict[str, str]) -> dict:
-    """The job, or {} while its status cannot be read (a 503 from a saturated database: ask again)."""
-    response = http.get(url, headers=headers, timeout=30)
-    return response.json() if response.status_code == 200 else {}
-
-
-def _one_import(http: requests.Session, gateway: str, headers: dict[str, str], body: bytes) -> dict:
-    started = time.monotonic()
-    response = http.post(f"{gateway}/v1/imports", data=body, headers=headers, timeout=60)
-    if response.status_code != 202:
-        raise TargetError(f"import not accepted: {response.status_code} {response.text[:200]}")
-    url = f"{gateway}{response.json()['status_url']}"
-    while time.monotonic() - started < JOB_TIMEOUT_S:
-        job = _job(http, url, headers)
-        if job.get("status") in ("succeeded", "failed"):
-            if job["status"] != "succeeded":
-                raise TargetError(f"the import failed: {job.get('error')}")
-            return {"seconds": round(time.monotonic() - started, 3), "progress": job["progress"],
-                    "created_at": job["created_at"], "updated_at": job["updated_at"]}
-        time.sleep(0.05)
-    raise TargetError(f"the import did not finish in {JOB_TIMEOUT_S}s")
 
 
 def measure(stack, gateway: str, rounds: int, log: Callable[[str], None]) -> dict:
@@ -63,7 +31,7 @@ def measure(stack, gateway: str, rounds: int, log: Callable[[str], None]) -> dic
     from stack.workers import wait_events_folded, wait_workers_ready
 
     before = len(stack.service_replicas("worker"))
-    headers = _account(gateway)
+    headers = api_calls.account(gateway, "import")
     rng = random.Random(11)
     seconds: dict[int, list[float]] = {1: [], 2: []}
     try:
@@ -77,9 +45,9 @@ def measure(stack, gateway: str, rounds: int, log: Callable[[str], None]) -> dic
                         raise TargetError(f"{workers} worker(s) did not settle: {exc}") from None
                     left = wait_events_folded(stack, timeout=180)
                     body = json.dumps(import_batch(SIZE, f"w{workers}r{round_}", rng), separators=(",", ":")).encode()
-                    run = _one_import(http, gateway, headers, body)
-                    seconds[workers].append(run["seconds"])
-                    log(f"10,000-product import on {workers} worker(s): {run['seconds']:.2f} s"
+                    run = api_calls.import_and_wait(http, gateway, headers, body, JOB_TIMEOUT_S)
+                    seconds[workers].append(round(run.seconds, 3))
+                    log(f"10,000-product import on {workers} worker(s): {run.seconds:.2f} s"
                         + (f" ({left} events of earlier imports still unfolded)" if left else ""))
     finally:
         stack.scale("worker", before)
@@ -93,7 +61,7 @@ def _quiet(http: requests.Session, gateway: str, headers: dict[str, str], job_ur
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
     for url in job_urls:
-        while _job(http, url, headers).get("status") not in ("succeeded", "failed"):
+        while api_calls.job_state(http, url, headers).get("status") not in ("succeeded", "failed"):
             if time.monotonic() > deadline:
                 raise TargetError(f"{url} did not finish in {JOB_TIMEOUT_S}s")
             time.sleep(0.1)
@@ -107,7 +75,7 @@ def submit_latency(stack, gateway: str, rounds: int, log: Callable[[str], None])
     that it is timed alone: back to back, a submission shares the machine with the workers
     running the previous import, which measures that import, not the submission.
     """
-    headers = _account(gateway)
+    headers = {**api_calls.account(gateway, "submit"), "Content-Type": "application/json"}
     rng = random.Random(7)
     bodies = {size: json.dumps(import_batch(size, f"submit{size}", rng), separators=(",", ":")).encode()
               for size in (1, SIZE)}

@@ -10,15 +10,16 @@ product on any server, and the load generator sends it in one browse of ten.
 """
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import time
-import uuid
 from typing import Callable
 
 import requests
 
 from .. import data
+from . import api_calls
 
 SEED = 9
 SIZES = (1000, 10_000)
@@ -27,15 +28,6 @@ P50_TARGET_MS = 15.0
 SORTS = ("newest", "price_asc", "price_desc", "rating", "name")
 IMPORT_CHUNK = 5000
 TIMEOUT = 30
-
-
-def _account(session: requests.Session, gateway: str) -> dict[str, str]:
-    email, password = f"bench-reads-{uuid.uuid4().hex[:8]}@example.com", "correct horse battery"
-    session.post(f"{gateway}/v1/users", json={"email": email, "password": password, "display_name": "Bench"},
-                 timeout=TIMEOUT).raise_for_status()
-    token = session.post(f"{gateway}/v1/sessions", json={"email": email, "password": password},
-                         timeout=TIMEOUT).json()["token"]
-    return {"Authorization": f"Bearer {token}"}
 
 
 def product_total(session: requests.Session, gateway: str) -> int:
@@ -48,17 +40,7 @@ def fill(session: requests.Session, gateway: str, auth: dict, wanted: int, log: 
     while have < wanted:
         count = min(IMPORT_CHUNK, wanted - have)
         items = [data.product_spec(SEED, i) for i in range(have, have + count)]
-        job = session.post(f"{gateway}/v1/imports", json=items, headers=auth, timeout=TIMEOUT)
-        job.raise_for_status()
-        status_url = gateway + job.json()["status_url"]
-        deadline = time.monotonic() + 300
-        while (state := session.get(status_url, headers=auth, timeout=TIMEOUT).json())["status"] not in (
-                "succeeded", "failed"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"import job did not finish in 300 s: {state}")
-            time.sleep(0.5)
-        if state["status"] != "succeeded":
-            raise RuntimeError(f"import job failed: {state.get('error')}")
+        api_calls.import_and_wait(session, gateway, auth, json.dumps(items).encode())
         have = product_total(session, gateway)
         log(f"reads: {have} products")
 
@@ -111,7 +93,7 @@ def measure(session: requests.Session, gateway: str, samples: int, rng: random.R
 def run(gateway: str, sizes: tuple[int, ...], samples: int, log: Callable[[str], None]) -> dict:
     """{size: {shape: summary}} for each catalog size, filled in ascending order."""
     session = requests.Session()
-    auth = _account(session, gateway)
+    auth = api_calls.account(gateway, "reads")
     rng = random.Random(SEED)
     results = {}
     for size in sorted(sizes):
