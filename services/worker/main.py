@@ -108,24 +108,23 @@ class Worker:
         outbox.create_indexes(db)
         projections.create_indexes(db)
 
-    def handle(self, topic: str, raw: bytes) -> None:
-        """Process one message to a durable outcome; raise to leave it uncommitted."""
+    def run_job_message(self, raw: bytes) -> None:
+        """Run the job a `jobs` message names to a durable outcome; raise to leave it uncommitted."""
         self.indexes.ensure(self.db)
         try:
             message = json.loads(raw)
         except ValueError:
             message = None
-        if topic == TOPIC_JOBS:
-            if not isinstance(message, dict) or not isinstance(message.get("job_id"), str):
-                runner.park_unreadable(self.publisher, raw, "not a job message")
-                return
-            self.state.current_job = jobs.whole_job_id(message["job_id"])  # a part: the job it is part of
-            try:
-                outcome = runner.run_job(self.db, self.cache, self.publisher, HANDLERS, message["job_id"],
-                                         self.state.stopping.is_set)
-            finally:
-                self.state.current_job = None
-            log.info("job %s: %s", message["job_id"], outcome)
+        if not isinstance(message, dict) or not isinstance(message.get("job_id"), str):
+            runner.park_unreadable(self.publisher, raw, "not a job message")
+            return
+        self.state.current_job = jobs.whole_job_id(message["job_id"])  # a part: the job it is part of
+        try:
+            outcome = runner.run_job(self.db, self.cache, self.publisher, HANDLERS, message["job_id"],
+                                     self.state.stopping.is_set)
+        finally:
+            self.state.current_job = None
+        log.info("job %s: %s", message["job_id"], outcome)
 
     def relay_forever(self) -> None:
         while not self.state.stopping.wait(RELAY_INTERVAL_S):
@@ -169,24 +168,27 @@ class Worker:
                 if topic == TOPIC_CATALOG_EVENTS:
                     self._fold_loop(consumer)
                 else:
-                    self._poll_loop(consumer)
+                    self._job_loop(consumer)
             except KafkaError as exc:
                 log.warning("Kafka consumer error: %s", exc)
             finally:
                 self.state.connected[topic] = False
                 consumer.close(autocommit=False)
 
-    def _poll_loop(self, consumer: KafkaConsumer) -> None:
-        """Offsets are committed after the effects are durable: after each job, after each batch of events."""
+    def _poll(self, consumer: KafkaConsumer) -> dict:
+        """One poll's records by partition; the assignment is kept for /readyz."""
+        batches = consumer.poll(timeout_ms=500)
+        self.state.assigned[consumer.config["client_id"]] = sorted(
+            f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
+        return batches
+
+    def _job_loop(self, consumer: KafkaConsumer) -> None:
+        """One job at a time; its offset is committed once its outcome is durable."""
         while not self.state.stopping.is_set():
-            batches = consumer.poll(timeout_ms=500)
-            self.state.assigned[consumer.config["client_id"]] = sorted(
-                f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
-            for tp, records in batches.items():
-                done = None
+            for tp, records in self._poll(consumer).items():
                 for record in records:
                     try:
-                        self.handle(tp.topic, record.value)
+                        self.run_job_message(record.value)
                     except runner.JobInterrupted:
                         return  # stopping: the offset stays uncommitted and the job is redelivered
                     except Exception as exc:  # noqa: BLE001 - leave it uncommitted and read it again
@@ -194,20 +196,13 @@ class Worker:
                         consumer.seek(tp, record.offset)
                         self.state.stopping.wait(1.0)
                         break
-                    done = record.offset
-                    if tp.topic == TOPIC_JOBS:
-                        consumer.commit({tp: OffsetAndMetadata(done + 1, None, -1)})
-                        done = None
-                if done is not None:
-                    consumer.commit({tp: OffsetAndMetadata(done + 1, None, -1)})
+                    consumer.commit({tp: OffsetAndMetadata(record.offset + 1, None, -1)})
 
     def _fold_loop(self, consumer: KafkaConsumer) -> None:
         """Each poll's events are folded together (projections.fold), then every offset is committed;
         if the fold fails, every partition goes back to its first uncommitted event."""
         while not self.state.stopping.is_set():
-            batches = consumer.poll(timeout_ms=500)
-            self.state.assigned[consumer.config["client_id"]] = sorted(
-                f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
+            batches = self._poll(consumer)
             if not batches:
                 continue
             self.indexes.ensure(self.db)
