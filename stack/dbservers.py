@@ -31,8 +31,8 @@ from .procs import Proc, StackError, free_port, spawn, wait_port
 SERVERS = {
     "ferretdb-sqlite": "FerretDB 1.24.2, SQLite",
     "ferretdb-postgresql": "FerretDB 1.24.2, PostgreSQL 15",
-    "mongo-java-server-h2": "mongo-java-server 1.47.0, H2 file, our secondary indexes: the stack's",
-    "mongo-java-server-h2-upstream": "mongo-java-server 1.47.0, H2 file, upstream's indexes",
+    "mongo-java-server-h2": "mongo-java-server 1.47.0, H2 file, with stack/mongo's additions: the stack's",
+    "mongo-java-server-h2-upstream": "mongo-java-server 1.47.0, H2 file, upstream's backend",
     "mongo-java-server-memory": "mongo-java-server 1.47.0, memory",
     "mongod": "mongod (on PATH)",
 }
