@@ -1,4 +1,4 @@
-"""Faults under load (issue 7, item 1): `make chaos`, and in a short form tests/test_chaos.py.
+"""Faults under load (issue 7, item 1): `make chaos`, and in a short form tests/functional/test_chaos.py.
 
 While a bounded, steady mix of traffic runs through the gateway, inject in sequence:
 SIGKILL user-1 (then restore), SIGKILL catalog-1 (then restore), scale catalog 2->4->2,

@@ -1,7 +1,7 @@
 """Every MongoDB-wire server this machine may run, started on its own loopback port and folder.
 
 For the database benchmark (loadgen/bench/database.py) and the storage tests
-(tests/test_storage.py). Each server is started with the stack's own command for it
+(tests/functional/test_storage.py). Each server is started with the stack's own command for it
 (stack/servers.py), answers on 127.0.0.1 only, keeps its files in the folder it is given,
 and is stopped by pid. Starting the same server again on the same folder finds its data.
 

@@ -1,7 +1,7 @@
 """The four concurrency checks of a MongoDB-wire server: what concurrent writers do to one document.
 
 Shared by the database benchmark (loadgen/bench/database.py: every server, no locks) and the
-storage tests (tests/test_storage.py: the stack's own database with no locks, FerretDB through
+storage tests (tests/functional/test_storage.py: the stack's own database with no locks, FerretDB through
 the storage adapter's `exclusive` sections).
 
   inc_race     `total` `$inc` of 1 on one document by `writers` threads: final value vs total, errors

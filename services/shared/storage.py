@@ -12,7 +12,7 @@ that a no-op where the server's own atomic operators are safe:
 | FerretDB 1.x | `ferretdb` in buildInfo | an update is a read, then a write: exclusive sections take a lock |
 
 The mongo-java-server and FerretDB rows are proven by concurrency tests against those real
-servers (tests/test_storage.py; there is no mongod on these machines, and MongoDB documents its
+servers (tests/functional/test_storage.py; there is no mongod on these machines, and MongoDB documents its
 single-document atomicity); the FerretDB lock is the one workaround that remains, beside the test
 that fails without it.
 """

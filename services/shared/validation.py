@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
 # Control (Cc, but newline and tab), surrogate (Cs) and private-use (Co) characters, as one
 # character class: a regex scans a long text in C, where a loop over unicodedata.category did
-# it in Python (most of the CPU of validating a 10,000-product import). tests/test_bad_input.py
+# it in Python (most of the CPU of validating a 10,000-product import). tests/functional/test_bad_input.py
 # checks the class against unicodedata for every code point.
 _CONTROL_CHARS = re.compile(
     "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")

@@ -166,7 +166,7 @@ final class ScaleshopH2Collection extends H2Collection {
      * Documents leave the lock as copies. Upstream answers with the stored objects themselves and
      * an update changes a stored object field by field, so a reply still being written to the wire
      * could show part or all of a later write: 2 to 18 of 1,600 concurrent findOneAndUpdate
-     * replies did (tests/test_storage.py). A copy is what the reply saw under the lock; and an
+     * replies did (tests/functional/test_storage.py). A copy is what the reply saw under the lock; and an
      * update of a copy read here stores that copy, leaving every earlier reply's object untouched.
      */
     @Override

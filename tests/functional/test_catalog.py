@@ -15,8 +15,8 @@ import pytest
 import requests
 from bson import ObjectId
 
-from tests.api_checks import TIMEOUT, assert_error, create_product, post_raw, product_body, unique_slug
-from tests.conftest import Account, sign_up
+from tests.functional.api_checks import TIMEOUT, assert_error, create_product, post_raw, product_body, unique_slug
+from tests.functional.conftest import Account, sign_up
 
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
 PRODUCT_FIELDS = {"id", "seller_id", "name", "description", "price_cents", "currency", "category", "tags",

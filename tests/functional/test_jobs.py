@@ -40,8 +40,8 @@ from kafka.admin import KafkaAdminClient
 from services.worker.handlers import CHUNK_ITEMS
 from services.worker.main import CONSUMER_GROUPS
 from stack.workers import events_backlog, wait_workers_ready, worker_readyz
-from tests.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
-from tests.conftest import Account, replica_url, sign_up
+from tests.functional.api_checks import JSON, TIMEOUT, assert_error, create_product, post_raw, unique_slug
+from tests.functional.conftest import Account, replica_url, sign_up
 
 MAX_IMPORT = 10_000
 JOB_FIELDS = {"id", "type", "status", "progress", "created_at", "updated_at"}

@@ -9,7 +9,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
-from tests.conftest import replica_url, sign_up
+from tests.functional.conftest import replica_url, sign_up
 
 REPLICAS = ["user-1", "user-2", "catalog-1", "catalog-2"]
 

@@ -15,8 +15,8 @@ import jwt
 import pytest
 import requests
 
-from tests.api_checks import TIMEOUT, assert_error
-from tests.conftest import replica_url, sign_up
+from tests.functional.api_checks import TIMEOUT, assert_error
+from tests.functional.conftest import replica_url, sign_up
 
 ISSUER = "scaleshop"
 

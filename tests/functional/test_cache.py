@@ -19,8 +19,8 @@ from pymemcache import serde
 from pymemcache.client.base import Client as MemcacheClient
 
 from services.catalog.caching import LISTINGS_GEN
-from tests.api_checks import TIMEOUT, create_product, metric_sum, unique_slug
-from tests.conftest import Account, replica_url, sign_up
+from tests.functional.api_checks import TIMEOUT, create_product, metric_sum, unique_slug
+from tests.functional.conftest import Account, replica_url, sign_up
 
 CATALOGS = ("catalog-1", "catalog-2")
 USERS = ("user-1", "user-2")

@@ -8,8 +8,8 @@ import threading
 import pytest
 import requests
 
-from tests.api_checks import TIMEOUT, assert_error
-from tests.conftest import replica_url, sign_up, unique_email
+from tests.functional.api_checks import TIMEOUT, assert_error
+from tests.functional.conftest import replica_url, sign_up, unique_email
 
 PASSWORD = "correct horse battery"
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")

@@ -25,7 +25,7 @@ from pymongo import MongoClient
 
 from services.catalog import projections
 from stack.workers import wait_workers_ready
-from tests.api_checks import TIMEOUT, unique_slug
+from tests.functional.api_checks import TIMEOUT, unique_slug
 
 _clock = itertools.count()
 

@@ -28,8 +28,8 @@ import jwt
 import pytest
 import requests
 
-from tests.api_checks import TIMEOUT, assert_error, create_product, unique_slug
-from tests.conftest import Account, sign_up
+from tests.functional.api_checks import TIMEOUT, assert_error, create_product, unique_slug
+from tests.functional.conftest import Account, sign_up
 
 ANONYMOUS, OTHER, OWNER = "anonymous", "other user", "owner"
 ROLES = (ANONYMOUS, OTHER, OWNER)

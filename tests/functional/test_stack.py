@@ -17,7 +17,7 @@ from urllib3.util.retry import Retry
 from stack import cgroups
 from stack.layout import REPO
 from stack.procs import port_free
-from tests.conftest import sign_up
+from tests.functional.conftest import sign_up
 
 
 def _cli(stack, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

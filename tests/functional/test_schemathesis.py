@@ -49,8 +49,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.shared.auth import issue_token
-from tests.api_checks import TIMEOUT
-from tests.conftest import Account, sign_up
+from tests.functional.api_checks import TIMEOUT
+from tests.functional.conftest import Account, sign_up
 
 SEED = 20261126
 MAX_EXAMPLES = 25           # generated requests per operation and phase

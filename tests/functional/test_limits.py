@@ -10,8 +10,8 @@ import uuid
 import pytest
 import requests
 
-from tests.api_checks import assert_error, create_product, unique_slug
-from tests.conftest import replica_url, sign_up
+from tests.functional.api_checks import assert_error, create_product, unique_slug
+from tests.functional.conftest import replica_url, sign_up
 
 TIMEOUT = 15
 

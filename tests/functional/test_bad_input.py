@@ -11,8 +11,8 @@ import unicodedata
 import pytest
 import requests
 
-from tests.api_checks import TIMEOUT, assert_error, post_raw
-from tests.conftest import replica_url, sign_up, unique_email
+from tests.functional.api_checks import TIMEOUT, assert_error, post_raw
+from tests.functional.conftest import replica_url, sign_up, unique_email
 
 PASSWORD = "correct horse battery"
 APP_LIMIT = 1024 * 1024          # MAX_BODY_BYTES default of a replica

@@ -41,7 +41,7 @@ from services.shared.config import Settings
 from services.shared.events import TOPIC_PARTITIONS
 from stack.procs import free_port
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "scaleshop"
 CACHE = Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve()
 HELM = CACHE / "bin" / "helm"
