@@ -12,7 +12,8 @@ sequence that one consumer folds at a time) and writes them with one bulk write 
    compare-and-set on the recorded version: an upsert whose filter is `{_id, version}` (an
    insert for a product not seen before), so a transition that lost the race (another writer
    came first) fails with a duplicate key at its own index, and is decided again from a fresh
-   read.
+   read, for at most `CAS_ROUNDS` rounds (then the fold raises, nothing is committed, and the
+   batch is folded again).
 3. `category_stats` gets, per category, the `$inc` of the differences of the transitions that
    won, applied atomically with a marker `folds.<lane> = <fold id>`; the filter refuses a
    marker already there (a duplicate key: the delta landed before), so none lands twice.
@@ -24,6 +25,9 @@ winners (rows still carrying that fold id) and their deltas, and applies them un
 marker, which is a no-op if they had landed. Folds of one lane follow each other, so one
 marker per lane is enough. On FerretDB (updates are a read, then a write) the writes run in
 an `exclusive` section.
+
+What is decided without the database is in plain functions (`newest_per_product`,
+`rows_to_read`, `transitions`, `deltas`, `category_totals`); `fold` reads and writes around them.
 
 No cached entry reads these collections (lists and `GET /v1/categories` read `products`), so
 folding bumps no cache generation; a cached query that ever reads them must declare a
@@ -98,6 +102,37 @@ def deltas(before: dict | None, after: dict) -> dict[str, list[int]]:
     return {category: change for category, change in changes.items() if change != [0, 0]}
 
 
+def rows_to_read(newest: dict[str, dict[str, dict]]) -> list[str]:
+    """The products (of each lane's newest events) whose recorded row must be read to decide: a
+    product's first version needs no read, as either it has no row yet or its row is as new."""
+    return [pid for by_product in newest.values() for pid, event in by_product.items()
+            if event["version"] > FIRST_VERSION]
+
+
+def transitions(newest: dict[str, dict[str, dict]], rows: dict[str, dict]) -> dict[str, dict[str, dict]]:
+    """Per lane, the events newer than their product's recorded row (`rows`; none: not seen before);
+    lanes left with none are dropped."""
+    pending = {lane: {pid: event for pid, event in by_product.items() if _is_newer(event, rows.get(pid))}
+               for lane, by_product in newest.items()}
+    return {lane: events for lane, events in pending.items() if events}
+
+
+def category_totals(moves: list[tuple[dict | None, dict, str | None]]) -> dict[str, tuple[int, int, str | None]]:
+    """What a lane's transitions (before, after, event time) change per category, summed:
+    (count, price sum, latest event time); categories whose changes cancel out are left out."""
+    totals: dict[str, list[int]] = {}
+    latest: dict[str, str] = {}
+    for before, after, at in moves:
+        for category, (count, price) in deltas(before, after).items():
+            total = totals.setdefault(category, [0, 0])
+            total[0] += count
+            total[1] += price
+            if at and at > latest.get(category, ""):
+                latest[category] = at
+    return {category: (count, price, latest.get(category)) for category, (count, price) in totals.items()
+            if count or price}
+
+
 def fold(db: Database, lanes: dict[str, list[dict]], now: dt.datetime | None = None) -> Folded:
     """Fold one poll's readable events, grouped by lane; durable when it returns (raise: fold again)."""
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -108,13 +143,9 @@ def fold(db: Database, lanes: dict[str, list[dict]], now: dt.datetime | None = N
     if not newest:
         return result
     fold_id = uuid.uuid4().hex
-    # A product's first version needs no read: either it has no row yet, or its row is as new.
-    rows = _rows(db, [pid for by_product in newest.values() for pid, event in by_product.items()
-                      if event["version"] > FIRST_VERSION])
-    pending = {lane: {pid: event for pid, event in by_product.items() if _is_newer(event, rows.get(pid))}
-               for lane, by_product in newest.items()}
-    result.skipped += sum(len(newest[lane]) - len(pending[lane]) for lane in newest)
-    pending = {lane: events for lane, events in pending.items() if events}
+    rows = _rows(db, rows_to_read(newest))
+    pending = transitions(newest, rows)
+    result.skipped += sum(map(len, newest.values())) - sum(map(len, pending.values()))
     if not pending:
         return result
     db[FOLDS].bulk_write([ReplaceOne({"_id": lane}, {"fold": fold_id, "products": sorted(events), "at": now},
@@ -161,7 +192,8 @@ def _move_rows(db: Database, fold_id: str, pending: dict[str, dict[str, dict]],
         todo = [(lane, event, _recorded(fresh.get(event["product_id"]))) for lane, event, _ in again
                 if _is_newer(event, fresh.get(event["product_id"]))]
     if todo:
-        raise RuntimeError(f"{len(todo)} product_index rows kept changing under the fold; folding again")
+        raise RuntimeError(f"{len(todo)} product_index rows still changed under the fold after {CAS_ROUNDS} "
+                           "compare-and-set rounds; nothing is committed, the batch is folded again")
     return won
 
 
@@ -191,24 +223,14 @@ def _apply(db: Database, fold_id: str, won: dict[str, list[tuple[dict | None, di
            now: dt.datetime) -> None:
     """One bulk of `$inc` per (lane, category), each applied at most once under its marker."""
     ops = []
-    for lane, transitions in won.items():
-        totals: dict[str, list[int]] = {}
-        latest: dict[str, str] = {}
-        for before, after, at in transitions:
-            for category, (count, price) in deltas(before, after).items():
-                total = totals.setdefault(category, [0, 0])
-                total[0] += count
-                total[1] += price
-                if at and at > latest.get(category, ""):
-                    latest[category] = at
+    for lane, moves in won.items():
         marker = f"folds.{_field(lane)}"
-        for category, (count, price) in totals.items():
-            if count or price:
-                ops.append(UpdateOne(
-                    {"_id": category, marker: {"$ne": fold_id}},
-                    {"$inc": {"product_count": count, "price_sum_cents": price},
-                     "$set": {marker: fold_id, "updated_at": now, "last_event_lag_ms": _lag_ms(latest.get(category), now)}},
-                    upsert=True))
+        for category, (count, price, at) in category_totals(moves).items():
+            ops.append(UpdateOne(
+                {"_id": category, marker: {"$ne": fold_id}},
+                {"$inc": {"product_count": count, "price_sum_cents": price},
+                 "$set": {marker: fold_id, "updated_at": now, "last_event_lag_ms": _lag_ms(at, now)}},
+                upsert=True))
     _failed_duplicates(db[CATEGORY_STATS], ops)  # a duplicate: this marker is there, the delta landed before
 
 

@@ -4,7 +4,8 @@
 /readyz, /metrics and /openapi.json, answers every error as JSON, stamps each response
 with X-Request-ID, X-Served-By and X-DB-Round-Trips, logs each request as a JSON line
 and records it in Prometheus. A service adds its blueprints and, if it needs them,
-index set-up; its views reach the shared clients through `resources()`.
+index set-up; its views reach the shared clients through `resources()`. The clients are
+built from the settings unless the caller passes them (`clients=`: a unit test's fakes).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from . import db as dbmod
 from . import ratelimit
 from .api import openapi_document
 from .cache import Cache
+from .clients import Clients, connect_clients
 from .config import Settings
 from .errors import register_error_handlers
 from .events import Publisher, check_kafka
@@ -67,6 +69,7 @@ def create_service_app(
     settings: Settings,
     *,
     create_indexes: Callable[[Database], None] | None = None,
+    clients: Clients | None = None,
 ) -> Flask:
     configure_logging(service, settings.replica_id, settings.log_level)
     app = Flask(service)
@@ -75,8 +78,8 @@ def create_service_app(
     app.json.ensure_ascii = False
     app.url_map.strict_slashes = False
 
-    res = Resources(service, settings, dbmod.connect(settings, service), Cache(settings),
-                    Publisher(settings, f"{service}-{settings.replica_id}"))
+    clients = clients or connect_clients(service, settings)
+    res = Resources(service, settings, clients.mongo, clients.cache, clients.publisher)
     if create_indexes is not None:
         res.indexes = dbmod.IndexSetup(create_indexes)
         if not res.indexes.try_ensure(res.mongo[settings.mongodb_database]):

@@ -1,4 +1,7 @@
-"""Application factory of the user service."""
+"""Application factory of the user service.
+
+`clients`: the servers' clients (services/shared/clients.py), built from the settings if not given.
+"""
 from __future__ import annotations
 
 from flask import Flask
@@ -6,6 +9,7 @@ from pymongo.database import Database
 
 from services.shared import jobs
 from services.shared.app import create_service_app
+from services.shared.clients import Clients
 from services.shared.config import Settings, load_settings
 
 from . import accounts
@@ -18,8 +22,9 @@ def create_indexes(db: Database) -> None:
     jobs.create_indexes(db)
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    app = create_service_app("user", settings or load_settings(), create_indexes=create_indexes)
+def create_app(settings: Settings | None = None, clients: Clients | None = None) -> Flask:
+    app = create_service_app("user", settings or load_settings(), create_indexes=create_indexes,
+                             clients=clients)
     app.register_blueprint(users_bp)
     app.register_blueprint(sessions_bp)
     return app

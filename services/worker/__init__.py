@@ -1,5 +1,7 @@
-"""The worker: consumes jobs and domain events from Kafka as one consumer group.
+"""The worker: runs jobs from `jobs` and folds domain events from `catalog.events`, from Kafka.
 
-Until the jobs issue lands it joins the group, reports its state and leaves every
-message uncommitted (nothing is lost: a worker that can handle it will).
+Each topic has its own consumer group, and an offset is committed only once its effect is
+durable: a job's outcome (runner.py), a poll's batch of folded events
+(services/catalog/projections.py). A worker that dies leaves its messages uncommitted for
+another member of the group; main.py runs the process.
 """

@@ -7,7 +7,8 @@ each offset only after the effect is durable. Two groups, not one: a rebalance w
 every member of its group to poll again, so in one shared group a slow batch of events held
 up the hand-over of jobs after a worker died (and the reverse), for minutes under load. A
 relay thread publishes what the outbox holds.
-/healthz, /readyz and /metrics are served on PORT.
+/healthz, /readyz and /metrics are served on PORT. A `Worker` takes its servers' clients as an
+argument (services/shared/clients.py; built from the settings if not given).
 """
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ from kafka.structs import OffsetAndMetadata
 from services.catalog import projections
 from services.shared import db as dbmod
 from services.shared import jobs, outbox
-from services.shared.cache import Cache
+from services.shared.clients import Clients, connect_clients
 from services.shared.config import ConfigError, Settings, load_settings
-from services.shared.events import TOPIC_CATALOG_EVENTS, TOPIC_JOBS, Publisher
+from services.shared.events import TOPIC_CATALOG_EVENTS, TOPIC_JOBS
 from services.shared.logs import configure_logging
 from services.shared.metrics import render_metrics
 
@@ -40,6 +41,7 @@ log = logging.getLogger("worker")
 
 CONSUMER_GROUPS = {TOPIC_JOBS: "scaleshop-workers", TOPIC_CATALOG_EVENTS: "scaleshop-workers-events"}
 RELAY_INTERVAL_S = 1.0
+RETRY_PAUSE_S = 1.0  # after a message or a poll's batch that could not be processed, before reading it again
 # Events folded per poll: enough for the bulk writes to pay, short enough (a fold of 1,000 takes
 # 0.2-1 s on the local stack) that the member soon polls again and a rebalance hands over fast.
 EVENTS_PER_POLL = 1000
@@ -94,12 +96,11 @@ def _serve_probes(state: WorkerState, settings: Settings) -> None:
 
 
 class Worker:
-    def __init__(self, settings: Settings, state: WorkerState):
+    def __init__(self, settings: Settings, state: WorkerState, clients: Clients | None = None):
         self.settings, self.state = settings, state
-        self.mongo = dbmod.connect(settings, "worker")
+        clients = clients or connect_clients("worker", settings)
+        self.mongo, self.cache, self.publisher = clients.mongo, clients.cache, clients.publisher
         self.db = self.mongo[settings.mongodb_database]
-        self.cache = Cache(settings)
-        self.publisher = Publisher(settings, f"worker-{settings.replica_id}")
         self.indexes = dbmod.IndexSetup(self._create_indexes)
 
     @staticmethod
@@ -194,7 +195,7 @@ class Worker:
                     except Exception as exc:  # noqa: BLE001 - leave it uncommitted and read it again
                         log.warning("message %s/%d@%d not processed: %s", tp.topic, tp.partition, record.offset, exc)
                         consumer.seek(tp, record.offset)
-                        self.state.stopping.wait(1.0)
+                        self.state.stopping.wait(RETRY_PAUSE_S)
                         break
                     consumer.commit({tp: OffsetAndMetadata(record.offset + 1, None, -1)})
 
@@ -214,7 +215,7 @@ class Worker:
                 log.warning("events not folded (%d partitions): %s", len(batches), exc)
                 for tp, records in batches.items():
                     consumer.seek(tp, records[0].offset)
-                self.state.stopping.wait(1.0)
+                self.state.stopping.wait(RETRY_PAUSE_S)
                 continue
             consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, None, -1) for tp, records in batches.items()})
             log.debug("folded %d events in %.0f ms: %s", sum(map(len, batches.values())),

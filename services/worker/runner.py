@@ -11,6 +11,10 @@ part that ends (succeeded, or failed and dead-lettered) says so to its parent, a
 that ends last gives the parent its status and the result its type's `merge` makes of the
 parts' results. A redelivered part that had ended says so again (its worker may have died
 before it could), which changes nothing the second time.
+
+What is retried and when a job is dead-lettered are plain functions (`backoff_after`,
+`dead_letter_message`); `run_job` takes its database, cache, publisher, handlers and sleep as
+arguments.
 """
 from __future__ import annotations
 
@@ -75,9 +79,28 @@ class JobType:
     merge: Callable[[list[dict]], dict] | None = None
 
 
+def backoff_after(attempt: int) -> float | None:
+    """Seconds to wait after failed attempt number `attempt` (from 1) before the next one;
+    None once `MAX_ATTEMPTS` are spent: the job is dead-lettered instead."""
+    if attempt >= MAX_ATTEMPTS:
+        return None
+    return BACKOFF_SECONDS[min(attempt - 1, len(BACKOFF_SECONDS) - 1)]
+
+
+def dead_letter_message(job: dict, error: str) -> dict:
+    """What `jobs.dlq` gets for a job that failed for good (a part also names its parent)."""
+    message = {"job_id": job["_id"], "type": job["type"], "attempts": job["attempts"], "error": error}
+    if job.get("parent") is not None:
+        message["parent"] = job["parent"]
+    return message
+
+
 def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str, JobType], job_id: str,
-            stopping: Callable[[], bool] = lambda: False) -> str:
-    """Run the job until it succeeds, is split or is parked; returns the outcome (or 'skipped')."""
+            stopping: Callable[[], bool] = lambda: False, sleep: Callable[[float], object] = time.sleep) -> str:
+    """Run the job until it succeeds, is split or is parked; returns the outcome (or 'skipped').
+
+    Any exception of the handler spends an attempt (JobInterrupted excepted); `sleep` waits out the backoff.
+    """
     job = db[jobs.JOBS].find_one({"_id": job_id})
     if job is None:
         log.warning("no job %s: nothing to run", job_id)
@@ -102,8 +125,9 @@ def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str
             log.warning("job %s attempt %d failed: %s", job_id, job["attempts"], error,
                         extra={"trace": traceback.format_exc(limit=5)})
             jobs.update(db, job_id, {"last_error": error})
-            if job["attempts"] < MAX_ATTEMPTS:
-                time.sleep(BACKOFF_SECONDS[min(job["attempts"] - 1, len(BACKOFF_SECONDS) - 1)])
+            delay = backoff_after(job["attempts"])
+            if delay is not None:
+                sleep(delay)
             continue
         if isinstance(result, Split):
             log.info("job %s split into %d parts", job_id, result.parts)
@@ -138,10 +162,7 @@ def _finish(db: Database, handlers: dict[str, JobType], parent: dict | None) -> 
 
 def park(db: Database, publisher: Publisher, job: dict, error: str) -> None:
     """Put the job on the dead-letter topic, then mark it failed with an error a user can read."""
-    message = {"job_id": job["_id"], "type": job["type"], "attempts": job["attempts"], "error": error}
-    if job.get("parent") is not None:
-        message["parent"] = job["parent"]
-    if not publisher.publish(TOPIC_JOBS_DLQ, job["_id"], message):
+    if not publisher.publish(TOPIC_JOBS_DLQ, job["_id"], dead_letter_message(job, error)):
         raise DeadLetterUnavailable(job["_id"])
     jobs.update(db, job["_id"], {"status": jobs.FAILED,
                                  "error": f"the job failed after {job['attempts']} attempts: {error}"})
