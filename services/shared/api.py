@@ -53,7 +53,6 @@ class Operation:
     query: type[BaseModel] | None = None
     responses: dict[int, type[BaseModel] | str | None] = field(default_factory=dict)
     auth: bool = False
-    body_example: Any = None
     items_later: bool = False
 
 
@@ -147,6 +146,12 @@ def parse_query(model: type[BaseModel]) -> BaseModel:
         raise ValidationFailed("the query string failed validation", validation_details(exc)) from None
 
 
+def _authenticate() -> None:
+    from .app import require_principal  # the app module builds on this one
+
+    require_principal()
+
+
 def operation(
     summary: str,
     *,
@@ -160,6 +165,9 @@ def operation(
 ) -> Callable:
     """Validate the request with `body`/`query` models and pass them as keyword arguments.
 
+    With `auth`, the caller is authenticated first (401 before any 415/422: an anonymous
+    caller learns nothing about the body a route expects); the view gets the principal
+    from `require_principal()`, which does not verify the token a second time.
     `body_limit_setting` names a Settings field that replaces MAX_BODY_BYTES for this route.
     `items_later`: `body` is a root list whose items the view leaves for later (parse_json_array).
     """
@@ -171,6 +179,8 @@ def operation(
             if body_limit_setting is not None:
                 settings = current_app.extensions["scaleshop"].settings
                 request.max_content_length = getattr(settings, body_limit_setting)
+            if spec.auth:
+                _authenticate()
             if spec.query is not None:
                 kwargs["query"] = parse_query(spec.query)
             if spec.body is not None:

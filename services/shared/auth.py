@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 
 import jwt
-from flask import request
+from flask import g, request
 from pymongo.database import Database
 
 from .cache import Cache
@@ -98,10 +98,17 @@ def is_revoked(db: Database, cache: Cache, principal: Principal) -> bool:
 
 
 def authenticate(secret: str, db: Database, cache: Cache) -> Principal:
-    """The caller's principal from the Authorization header, or Unauthorized."""
+    """The caller's principal from the Authorization header, or Unauthorized.
+
+    Verified once per request: a second call (the view, after @operation checked the
+    caller before the body) returns the same principal without asking the cache again.
+    """
+    if "principal" in g:
+        return g.principal
     principal = decode_token(secret, bearer_token())
     if is_revoked(db, cache, principal):
         raise Unauthorized("the token has been revoked")
+    g.principal = principal
     return principal
 
 

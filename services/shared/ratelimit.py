@@ -58,7 +58,7 @@ def enforce(request: Request, cache: Cache, secret: str, per_minute: int, auth_p
         return
     now = time.time()
     window = int(now // WINDOW_SECONDS)
-    retry_after = str(max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS)))
+    retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
     client = client_identity(request, secret)
     checks = [("all", per_minute)]
     if (request.method, request.path.rstrip("/")) in AUTH_ROUTES:
@@ -73,5 +73,5 @@ def enforce(request: Request, cache: Cache, secret: str, per_minute: int, auth_p
         if count > limit:
             raise TooManyRequests(
                 f"too many requests: at most {limit} per minute" + (" for sign-in and sign-up" if bucket == "auth" else ""),
-                headers={"Retry-After": retry_after},
+                retry_after_seconds=retry_after,
             )

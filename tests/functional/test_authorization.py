@@ -19,6 +19,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import jwt
 import pytest
 import requests
 
-from tests.functional.api_checks import TIMEOUT, assert_error, create_product, unique_slug
+from tests.functional.api_checks import TIMEOUT, assert_error, create_product, post_raw, unique_slug
 from tests.functional.conftest import Account, sign_up
 
 ANONYMOUS, OTHER, OWNER = "anonymous", "other user", "owner"
@@ -393,6 +394,41 @@ def test_matrix_covers_every_route_and_matches_the_specs(gateway):
                                          f"rows without a route: {sorted(set(MATRIX) - set(secured))}")
     for label, entry in MATRIX.items():
         assert (entry.rule != PUBLIC) == secured[label] == (entry.expected[ANONYMOUS] == 401), label
+
+
+# ---- authentication comes before the body -------------------------------------------------------------
+
+BAD_BODIES = {
+    "malformed JSON": ("application/json", b'{"name": '),
+    "not JSON": ("text/plain", b"name=Teapot"),
+    "fails validation": ("application/json", b'{"price_cents": "free", "unknown": 1}'),
+}
+
+
+def secured_routes_with_a_body(gateway: str) -> list[tuple[str, str]]:
+    """(method, path) of every operation of both OpenAPI documents that needs a token and takes a body,
+    with each path parameter filled in with an id that does not exist."""
+    routes = []
+    for service in ("user", "catalog"):
+        spec = requests.get(f"{gateway}/openapi/{service}.json", timeout=TIMEOUT).json()
+        for path, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if operation.get("security") and "requestBody" in operation:
+                    routes.append((method.upper(), re.sub(r"\{[^}]+\}", uuid.uuid4().hex, path)))
+    return routes
+
+
+@pytest.mark.parametrize("token", [None, "not-a-token"], ids=["no token", "invalid token"])
+@pytest.mark.parametrize("case", list(BAD_BODIES))
+def test_a_caller_without_a_valid_token_gets_401_whatever_the_body(gateway, case, token):
+    """Authentication runs before the body is read: a caller without a valid token learns nothing about
+    what a route accepts (401, never 400, 415 or 422), on every route that needs a token and takes a body."""
+    content_type, data = BAD_BODIES[case]
+    routes = secured_routes_with_a_body(gateway)
+    assert ("POST", "/v1/products") in routes and ("PATCH", "/v1/users/me") in routes, routes
+    headers = bearer(token) if token else {}
+    for method, path in routes:
+        expect(post_raw(f"{gateway}{path}", data, content_type, headers=headers, method=method), 401)
 
 
 # ---- tokens --------------------------------------------------------------------------------------------
