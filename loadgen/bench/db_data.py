@@ -20,6 +20,7 @@ from pymongo.database import Database
 from services.catalog import app as catalog_app
 from services.catalog import store
 from services.shared import jobs, outbox
+from services.shared.cache_deps import not_cached
 from services.user import accounts
 from services.user import app as user_app
 
@@ -51,7 +52,8 @@ def load(db: Database, products: int) -> dict:
     product_ids: list[str] = []
     for start in range(0, products, BATCH):
         items = [data.product_spec(SEED, i) for i in range(start, min(products, start + BATCH))]
-        docs = store.upsert_imported(db, user_ids[start // BATCH % len(user_ids)], f"bench-{products}", start, items)
+        docs = store.upsert_imported(db, user_ids[start // BATCH % len(user_ids)], f"bench-{products}", start, items,
+                                     announce=not_cached)
         product_ids.extend(str(doc["_id"]) for doc in docs)
     reviews_per_product = _insert_reviews(db, product_ids, user_ids, now)
     _insert_jobs_and_outbox(db, products, user_ids, now)
@@ -65,7 +67,8 @@ def load(db: Database, products: int) -> dict:
 def more_products(db: Database, products: int, batch_number: int) -> list[dict]:
     """One more batch of 1,000 products through `store.upsert_imported` (the bulk-insert measurement)."""
     items = [data.product_spec(SEED + batch_number, i) for i in range(BATCH)]
-    return store.upsert_imported(db, "bench-seller", f"bench-more-{products}-{batch_number}", 0, items)
+    return store.upsert_imported(db, "bench-seller", f"bench-more-{products}-{batch_number}", 0, items,
+                                 announce=not_cached)
 
 
 def _insert_users(db: Database, count: int, now: dt.datetime) -> list[str]:

@@ -6,7 +6,7 @@ from flask import Blueprint
 from services.shared.api import operation
 from services.shared.app import resources
 
-from . import caching, listing, projections
+from . import listing, projections
 from .models import CategoryList, CategoryStatsList
 
 categories_bp = Blueprint("categories", __name__)
@@ -16,9 +16,7 @@ categories_bp = Blueprint("categories", __name__)
 @operation("Categories with their product counts", tag="categories", responses={200: CategoryList})
 def list_categories():
     res = resources()
-    result, status = listing.read_categories(res.db, res.cache, res.settings.cache_enabled("queries"))
-    caching.count("catalog", "queries", status)
-    return result, 200, {"X-Cache": status}
+    return listing.read_categories(res.db, res.cache, res.settings.cache_patterns).value
 
 
 @categories_bp.get("/v1/categories/stats")

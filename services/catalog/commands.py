@@ -1,19 +1,22 @@
 """Catalog writes: each changes MongoDB, bumps the generations of what it changed, and
 emits a domain event on `catalog.events` (keyed by product id, through the outbox).
 
-The bump happens before the caller is answered, so no read that starts after a write
-returned can be served a cached page, list or count from before it.
+The store announces what each write changed; `cache_deps.invalidating` around the store
+calls bumps the generations the registry maps those changes to, after the database write
+and before the caller is answered, so no read that starts after a write returned can be
+served a cached page, list or count from before it.
 """
 from __future__ import annotations
 
 from pymongo.database import Database
 
 from services.shared import outbox, storage
-from services.shared.cache import Cache, bump_generations
+from services.shared.cache import Cache
+from services.shared.cache_deps import invalidating
 from services.shared.errors import DependencyUnavailable
 from services.shared.events import TOPIC_CATALOG_EVENTS, Publisher
 
-from . import caching, store
+from . import store
 
 
 def product_event(kind: str, doc: dict) -> dict:
@@ -43,16 +46,9 @@ class NotTheSeller(Exception):
     pass
 
 
-def _invalidate(cache: Cache, product_id: str | None) -> None:
-    keys = [caching.LISTINGS_GEN]
-    if product_id is not None:
-        keys.insert(0, caching.product_generation_key(product_id))
-    bump_generations(cache, keys)
-
-
 def create_product(db: Database, cache: Cache, publisher: Publisher, seller_id: str, fields: dict) -> dict:
-    doc = store.create_product(db, seller_id, fields)
-    _invalidate(cache, str(doc["_id"]))
+    with invalidating(cache) as announce:
+        doc = store.create_product(db, seller_id, fields, announce=announce)
     _emit(db, publisher, "product.created", doc)
     return doc
 
@@ -76,23 +72,24 @@ CHANGE_ATTEMPTS = 5
 def change_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str,
                    changes: dict) -> dict:
     """Compare-and-set on the product's version, read again when another write came first."""
-    for _ in range(CHANGE_ATTEMPTS):
-        with _product_lock(db, product_id):
-            current = _owned_product(db, product_id, user_id)  # raises once it is deleted
-            doc = store.update_product(db, product_id, changes, expected_version=current["version"])
-        if doc is not None:
-            break
-    else:
-        raise DependencyUnavailable("the product is being changed by others; retry")
-    _invalidate(cache, product_id)
+    with invalidating(cache) as announce:
+        for _ in range(CHANGE_ATTEMPTS):
+            with _product_lock(db, product_id):
+                current = _owned_product(db, product_id, user_id)  # raises once it is deleted
+                doc = store.update_product(db, product_id, changes, expected_version=current["version"],
+                                           announce=announce)
+            if doc is not None:
+                break
+        else:
+            raise DependencyUnavailable("the product is being changed by others; retry")
     _emit(db, publisher, "product.updated", doc)
     return doc
 
 
 def remove_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str) -> None:
     _owned_product(db, product_id, user_id)
-    doc = store.delete_product(db, product_id)
-    _invalidate(cache, product_id)
+    with invalidating(cache) as announce:
+        doc = store.delete_product(db, product_id, announce=announce)
     if doc is not None:
         doc["version"] = doc.get("version", 1) + 1  # the deletion is the product's last version
         _emit(db, publisher, "product.deleted", doc)
@@ -102,9 +99,8 @@ def post_review(db: Database, cache: Cache, publisher: Publisher, product_id: st
                 text: str) -> dict:
     if store.find_product(db, product_id) is None:
         raise ProductNotFound()
-    with _product_lock(db, product_id):
-        review = store.add_review(db, product_id, author_id, rating, text)
-    _invalidate(cache, product_id)
+    with invalidating(cache) as announce, _product_lock(db, product_id):
+        review = store.add_review(db, product_id, author_id, rating, text, announce=announce)
     if review.get("product") is not None:
         _emit(db, publisher, "review.created", review["product"])
     return review

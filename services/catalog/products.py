@@ -7,15 +7,11 @@ from services.shared.api import operation
 from services.shared.app import require_principal, resources
 from services.shared.errors import Forbidden, NotFound
 
-from . import caching, commands, listing, product_page, store
+from . import commands, listing, product_page, store
 from .models import NewProduct, Product, ProductList, ProductPage, ProductPatch, ProductQuery
 from .profiles import fetch_profiles
 
 products_bp = Blueprint("products", __name__)
-
-
-def _with_cache_header(body: dict, status: str, code: int = 200):
-    return body, code, {"X-Cache": status}
 
 
 @products_bp.post("/v1/products")
@@ -33,10 +29,7 @@ def create_product(body: NewProduct):
            responses={200: ProductList})
 def list_products(query: ProductQuery):
     res = resources()
-    result, status = listing.read_products(res.db, res.cache, query.model_dump(),
-                                           res.settings.cache_enabled("queries"))
-    caching.count("catalog", "queries", status)
-    return _with_cache_header(result, status)
+    return listing.read_products(res.db, res.cache, query.model_dump(), res.settings.cache_patterns).value
 
 
 @products_bp.get("/v1/products/<product_id>")
@@ -45,15 +38,14 @@ def list_products(query: ProductQuery):
 def get_product_page(product_id: str):
     res = resources()
     request_id = g.get("request_id", "")
-    page, status = product_page.read_page(
+    page = product_page.read_page(
         res.db, res.cache,
-        lambda ids: fetch_profiles(res.settings.user_service_url, ids, request_id),
-        product_id.lower(), res.settings.cache_enabled("objects"),
-    )
-    caching.count("catalog", "objects", status)
+        lambda ids: fetch_profiles(res.settings.user_service_url, ids, request_id, res.auth_secret),
+        product_id.lower(), res.settings.cache_patterns,
+    ).value
     if page is None:
         raise NotFound("no product with this id")
-    return _with_cache_header(page, status)
+    return page
 
 
 @products_bp.patch("/v1/products/<product_id>")

@@ -2,7 +2,9 @@
 
 Every function takes the database as its first argument. Reads that feed the product page
 are one query per collection (`find_one`, one `find` with `$in` or a limit), never one per
-review; no `$lookup` is used anywhere.
+review; no `$lookup` is used anywhere. Every write announces what it changed (`announce`, a
+cache_deps.Change) as soon as its database write is done; what that makes stale is declared
+in services/shared/cache_deps.py, not here.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from services.shared.api import iso_time
+from services.shared.cache_deps import Announce, Change, Write
 
 PRODUCTS, REVIEWS, CATEGORIES = "products", "reviews", "categories"
 REVIEWS_ON_PAGE = 10
@@ -115,7 +118,7 @@ def _ensure_category(db: Database, slug: str) -> None:
         pass  # a concurrent writer created it first: that is all we wanted
 
 
-def create_product(db: Database, seller_id: str, fields: dict) -> dict:
+def create_product(db: Database, seller_id: str, fields: dict, *, announce: Announce) -> dict:
     _ensure_category(db, fields["category"])
     now = _now()
     doc = {
@@ -131,6 +134,7 @@ def create_product(db: Database, seller_id: str, fields: dict) -> dict:
         "updated_at": now,
     }
     db[PRODUCTS].insert_one(doc)
+    announce(Change(Write.PRODUCT_CREATED, str(doc["_id"])))
     return doc
 
 
@@ -140,7 +144,8 @@ def find_product(db: Database, product_id: str) -> dict | None:
     return db[PRODUCTS].find_one({"_id": ObjectId(product_id)})
 
 
-def update_product(db: Database, product_id: str, changes: dict, expected_version: int) -> dict | None:
+def update_product(db: Database, product_id: str, changes: dict, expected_version: int, *,
+                   announce: Announce) -> dict | None:
     """Apply the changes only if the product is still at `expected_version` (None otherwise).
 
     The condition makes a write that outlived its request (timed out here, still queued in
@@ -151,24 +156,34 @@ def update_product(db: Database, product_id: str, changes: dict, expected_versio
     if "name" in changes:
         changes["name_lower"] = changes["name"].lower()
     changes["updated_at"] = _now()
-    return db[PRODUCTS].find_one_and_update(
+    doc = db[PRODUCTS].find_one_and_update(
         {"_id": ObjectId(product_id), "version": expected_version}, {"$set": changes, "$inc": {"version": 1}},
         return_document=ReturnDocument.AFTER,
     )
-
-
-def delete_product(db: Database, product_id: str) -> dict | None:
-    """Delete the product first (it disappears at once), then its reviews; return what was deleted."""
-    doc = db[PRODUCTS].find_one_and_delete({"_id": ObjectId(product_id)})
-    db[REVIEWS].delete_many({"product_id": product_id})
+    if doc is not None:
+        announce(Change(Write.PRODUCT_CHANGED, product_id))
     return doc
 
 
-def add_review(db: Database, product_id: str, author_id: str, rating: int, text: str) -> dict:
+def delete_product(db: Database, product_id: str, *, announce: Announce) -> dict | None:
+    """Delete the product first (it disappears at once), then its reviews; return what was deleted.
+
+    Announced even when a concurrent delete came first: this caller must not answer before
+    the deletion's bump, and it cannot know whether the other one has bumped yet.
+    """
+    doc = db[PRODUCTS].find_one_and_delete({"_id": ObjectId(product_id)})
+    db[REVIEWS].delete_many({"product_id": product_id})
+    announce(Change(Write.PRODUCT_DELETED, product_id))
+    return doc
+
+
+def add_review(db: Database, product_id: str, author_id: str, rating: int, text: str, *,
+               announce: Announce) -> dict:
     """Insert the review, then fold its rating into the product's running totals.
 
     If the totals cannot be updated the review is removed again, so a failed request
-    leaves no half-done write behind.
+    leaves no half-done write behind. The change is announced once the review is in: a page
+    built while it was there is made stale even if it is removed again.
     """
     doc = {"_id": ObjectId(), "product_id": product_id, "author_id": author_id,
            "rating": rating, "text": text, "created_at": _now()}
@@ -176,6 +191,7 @@ def add_review(db: Database, product_id: str, author_id: str, rating: int, text:
         db[REVIEWS].insert_one(doc)
     except DuplicateKeyError:
         raise ReviewExists() from None
+    announce(Change(Write.REVIEW_ADDED, product_id))
     try:
         product = db[PRODUCTS].find_one_and_update(
             {"_id": ObjectId(product_id)},
@@ -200,7 +216,8 @@ def import_id(job_id: str, index: int) -> ObjectId:
     return ObjectId(hashlib.sha256(f"{job_id}:{index}".encode()).digest()[:12])
 
 
-def upsert_imported(db: Database, seller_id: str, job_id: str, start: int, items: list[dict]) -> list[dict]:
+def upsert_imported(db: Database, seller_id: str, job_id: str, start: int, items: list[dict], *,
+                    announce: Announce) -> list[dict]:
     """Write one batch of an import; running it twice leaves the same data as once.
 
     Returns the documents as written (for their events); a product that already exists
@@ -223,6 +240,8 @@ def upsert_imported(db: Database, seller_id: str, job_id: str, start: int, items
         others = [e for e in exc.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:  # anything but "already there from an earlier run" is a real failure
             raise
+    finally:  # unordered: some may be in even when others failed
+        announce(Change(Write.PRODUCTS_IMPORTED))
     return docs
 
 

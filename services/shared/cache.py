@@ -153,12 +153,8 @@ class Cache:
 # the database and stores them with what it read; an entry whose recorded generations are
 # not all current is a miss. So an entry built from data older than a write can never be
 # served after that write returned, even if a slow reader stores it late (the cache-aside
-# race), and no key ever has to be found and deleted.
-
-def user_generation_key(user_id: str) -> str:
-    """Bumped by the user service whenever a public profile changes."""
-    return f"gen:user:{user_id}"
-
+# race), and no key ever has to be found and deleted. Which read depends on which
+# namespaces, and which write bumps which, is declared in cache_deps.py.
 
 def _fresh_generation() -> int:
     # Random start: a generation key that was evicted never comes back at an old value.

@@ -16,7 +16,8 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from services.shared.api import iso_time
-from services.shared.cache import Cache, bump_generations, user_generation_key
+from services.shared.cache import Cache
+from services.shared.cache_deps import Change, Write, invalidate
 
 USERS = "users"
 
@@ -108,5 +109,5 @@ def update_profile(db: Database, cache: Cache, user_id: str, changes: dict) -> d
         {"_id": ObjectId(user_id)}, {"$set": changes}, return_document=ReturnDocument.AFTER
     )
     if doc is not None:
-        bump_generations(cache, [user_generation_key(user_id)])
+        invalidate(cache, [Change(Write.PROFILE_CHANGED, user_id)])
     return doc

@@ -6,8 +6,8 @@
 - import-chunk, and a small import: each item is checked (importing.check), the valid ones are
   written in batches under stable ids derived from (import job id, position), progress advances
   after each batch, the products' events go to Kafka (or to the outbox while Kafka is down), and
-  cached lists are made stale at the end. The result counts what was imported and lists every
-  rejected item with its index, field and reason.
+  cached lists are made stale at the end (also when the job is interrupted half-way). The result
+  counts what was imported and lists every rejected item with its index, field and reason.
 - export: gathers everything the user owns (account, products, reviews) into the result.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ import json
 
 from bson import ObjectId
 
-from services.catalog import caching, importing, store
+from services.catalog import importing, store
 from services.catalog.commands import product_event
-from services.shared import json_array, jobs, outbox
-from services.shared.cache import bump_generations
+from services.shared import jobs, json_array, outbox
+from services.shared.cache_deps import invalidating
 from services.shared.events import TOPIC_CATALOG_EVENTS
 from services.shared.jobs import load_payload
 from services.user.accounts import USERS, own_view
@@ -49,23 +49,23 @@ def import_items(ctx: JobContext, import_id: str, first_index: int, items: list)
     """Check and write `items`, the import's items from position `first_index` on."""
     seller_id = ctx.job["owner_id"]
     imported, rejected, categories = 0, [], set()
-    for offset in range(0, len(items), IMPORT_BATCH):
-        if ctx.stopping():
-            raise JobInterrupted()
-        batch = items[offset:offset + IMPORT_BATCH]
-        valid, bad = importing.check(batch, first_index + offset)
-        rejected += bad
-        events = []
-        for start, products in importing.runs(valid):
-            written = store.upsert_imported(ctx.db, seller_id, import_id, start, products)
-            events += [(str(doc["_id"]), product_event("product.created", doc)) for doc in written]
-            categories.update(product["category"] for product in products)
-            imported += len(products)
-        # Kafka down: the events wait in the outbox and the import goes on.
-        if events:
-            outbox.publish_or_defer(ctx.db, ctx.publisher, TOPIC_CATALOG_EVENTS, events)
-        ctx.progress(offset + len(batch))
-    bump_generations(ctx.cache, [caching.LISTINGS_GEN])
+    with invalidating(ctx.cache) as announce:  # bumps once, when the loop ends
+        for offset in range(0, len(items), IMPORT_BATCH):
+            if ctx.stopping():
+                raise JobInterrupted()
+            batch = items[offset:offset + IMPORT_BATCH]
+            valid, bad = importing.check(batch, first_index + offset)
+            rejected += bad
+            events = []
+            for start, products in importing.runs(valid):
+                written = store.upsert_imported(ctx.db, seller_id, import_id, start, products, announce=announce)
+                events += [(str(doc["_id"]), product_event("product.created", doc)) for doc in written]
+                categories.update(product["category"] for product in products)
+                imported += len(products)
+            # Kafka down: the events wait in the outbox and the import goes on.
+            if events:
+                outbox.publish_or_defer(ctx.db, ctx.publisher, TOPIC_CATALOG_EVENTS, events)
+            ctx.progress(offset + len(batch))
     return importing.result(imported, rejected, categories)
 
 

@@ -18,7 +18,7 @@ import requests
 from pymemcache import serde
 from pymemcache.client.base import Client as MemcacheClient
 
-from services.catalog.caching import LISTINGS_GEN
+from services.shared.cache_deps import LISTINGS
 from tests.functional.api_checks import TIMEOUT, create_product, metric_sum, unique_slug
 from tests.functional.conftest import Account, replica_url, sign_up
 
@@ -199,7 +199,7 @@ def listings_generation(stack) -> object:
     """The generation every cached list depends on, read from the stack's memcached."""
     client = MemcacheClient(("127.0.0.1", stack.layout.memcached_port), serde=serde.pickle_serde, timeout=5)
     try:
-        return client.get(LISTINGS_GEN)
+        return client.get(LISTINGS.key())
     finally:
         client.close()
 

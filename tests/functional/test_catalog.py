@@ -678,6 +678,7 @@ def test_a_change_that_outlived_its_request_cannot_undo_a_newer_one(gateway, sel
     database. Writes are a compare-and-set on the product's version, so that late write is a
     no-op once a newer change has landed (it used to overwrite it)."""
     from services.catalog import store
+    from services.shared.cache_deps import not_cached
 
     product = create_product(gateway, seller.auth, unique_slug())
     stale_version = db["products"].find_one({"_id": ObjectId(product["id"])})["version"]
@@ -685,7 +686,7 @@ def test_a_change_that_outlived_its_request_cannot_undo_a_newer_one(gateway, sel
                            json={"price_cents": 2000, "description": "the newer change"})
     assert newer.status_code == 200, newer.text
     late = store.update_product(db, product["id"], {"price_cents": 1500, "description": "the late write"},
-                                expected_version=stale_version)
+                                expected_version=stale_version, announce=not_cached)
     assert late is None
     page = requests.get(f"{gateway}/v1/products/{product['id']}", timeout=TIMEOUT).json()["product"]
     assert (page["price_cents"], page["description"]) == (2000, "the newer change")
