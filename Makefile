@@ -28,8 +28,8 @@ scale:  ## make scale SERVICE=user N=4
 logs:  ## make logs [SERVICE=user|user-1|kafka|gateway|...]
 	@$(PY) -m stack logs $(SERVICE)
 
-test: install  ## run the test suite (starts its own stack on other ports)
-	@$(PY) -m pytest
+test: install  ## ruff, mypy, then the tests: unit first, then functional (starts its own stack on other ports)
+	@$(PY) -m ruff check . && $(PY) -m mypy && $(PY) -m pytest
 
 clean: down  ## stop the stack and delete its data
 	rm -rf .stack

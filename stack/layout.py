@@ -17,7 +17,7 @@ PASSTHROUGH_SETTINGS = (
     "CACHE_TTL_SECONDS", "CACHE_PATTERNS", "LOG_LEVEL", "TOKEN_TTL_SECONDS", "MAX_BODY_BYTES",
     "MONGODB_TIMEOUT_MS", "MEMCACHED_TIMEOUT_MS",
     "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE",
-    "RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_AUTH_PER_MINUTE",
+    "RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_AUTH_PER_MINUTE", "RATE_LIMIT_READS_PER_MINUTE",
 )
 # Locally every request comes from one address (this machine): rate limits would only
 # throttle the load generator, so the stack turns them off unless the caller sets them.

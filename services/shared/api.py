@@ -13,8 +13,9 @@ import datetime
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Literal
 
 from flask import Flask, current_app, request
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -75,8 +76,8 @@ _ERROR_TEXT = {
 def iso_time(moment: datetime.datetime) -> str:
     """A timestamp as ISO 8601 in UTC with milliseconds, e.g. 2026-01-02T03:04:05.678Z."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.astimezone(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def validation_details(exc: ValidationError, whole: str = "(body)") -> list[dict[str, str]]:
@@ -203,7 +204,7 @@ class _Schemas:
     def __init__(self) -> None:
         self.components: dict[str, Any] = {}
 
-    def ref(self, model: type[BaseModel], mode: str) -> dict[str, str]:
+    def ref(self, model: type[BaseModel], mode: Literal["validation", "serialization"]) -> dict[str, str]:
         schema = model.model_json_schema(ref_template=_REF, mode=mode)
         self.components.update(schema.pop("$defs", {}))
         self.components[model.__name__] = schema

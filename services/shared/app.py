@@ -101,8 +101,7 @@ def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
         incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         res = resources()
-        ratelimit.enforce(request, res.cache, res.auth_secret, res.settings.rate_limit_per_minute,
-                          res.settings.rate_limit_auth_per_minute)
+        ratelimit.enforce(request, res.cache, res.settings)
 
     @app.after_request
     def _finish(response: Response) -> Response:

@@ -30,7 +30,7 @@ class Principal:
 
 
 def issue_token(secret: str, user_id: str, ttl_seconds: int, now: dt.datetime | None = None) -> tuple[str, Principal]:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     expires = now + dt.timedelta(seconds=ttl_seconds)
     principal = Principal(user_id, uuid.uuid4().hex, expires)
     claims = {"sub": user_id, "jti": principal.token_id, "iat": now, "exp": expires, "iss": ISSUER}
@@ -50,7 +50,7 @@ def decode_token(secret: str, token: str) -> Principal:
         raise Unauthorized("the token is invalid") from None
     if not isinstance(claims["sub"], str) or not isinstance(claims["jti"], str):
         raise Unauthorized("the token is invalid")
-    expires = dt.datetime.fromtimestamp(claims["exp"], dt.timezone.utc)
+    expires = dt.datetime.fromtimestamp(claims["exp"], dt.UTC)
     return Principal(claims["sub"], claims["jti"], expires)
 
 
@@ -113,4 +113,4 @@ def authenticate(secret: str, db: Database, cache: Cache) -> Principal:
 
 
 def _ttl_until(when: dt.datetime) -> int:
-    return max(1, int((when - dt.datetime.now(dt.timezone.utc)).total_seconds()) + 1)
+    return max(1, int((when - dt.datetime.now(dt.UTC)).total_seconds()) + 1)

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     # Abuse limits (0 turns a limit off)
     rate_limit_per_minute: int = Field(1200, ge=0, le=10_000_000)
     rate_limit_auth_per_minute: int = Field(60, ge=0, le=10_000_000)
+    rate_limit_reads_per_minute: int = Field(6000, ge=0, le=10_000_000)
 
     # Process
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -26,15 +26,20 @@ class NewSession(RequestBody):
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]
 
 
+def _without_default(schema: dict) -> None:
+    """The schema of an optional field that may not be null: it has no default to show."""
+    schema.pop("default", None)
+
+
 class ProfileUpdate(RequestBody):
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
     # Absent means "keep"; null is not a value (422), so a name can never be blanked.
-    display_name: DisplayName = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
-    bio: Bio = Field(None, json_schema_extra=lambda schema: schema.pop("default", None))
+    display_name: DisplayName = Field(None, json_schema_extra=_without_default)
+    bio: Bio = Field(None, json_schema_extra=_without_default)
 
     @model_validator(mode="after")
-    def _something_to_change(self) -> "ProfileUpdate":
+    def _something_to_change(self) -> ProfileUpdate:
         if self.display_name is None and self.bio is None:
             raise ValueError("give display_name, bio or both")
         return self

@@ -71,7 +71,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("exc, status, code, headers", CASES, ids=lambda v: type(v).__name__ if isinstance(v, Exception) else None)
+@pytest.mark.parametrize("exc, status, code, headers", CASES, ids=[f"{type(c[0]).__name__}-{c[1]}" for c in CASES])
 def test_each_domain_exception_is_answered_with_its_status_code_and_headers(exc, status, code, headers):
     response = app_raising(exc).test_client().post("/boom")
     assert response.status_code == status
