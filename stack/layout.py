@@ -21,7 +21,8 @@ PASSTHROUGH_SETTINGS = (
 )
 # Locally every request comes from one address (this machine): rate limits would only
 # throttle the load generator, so the stack turns them off unless the caller sets them.
-STACK_DEFAULT_SETTINGS = {"RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_AUTH_PER_MINUTE": "0"}
+STACK_DEFAULT_SETTINGS = {"RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_AUTH_PER_MINUTE": "0",
+                          "RATE_LIMIT_READS_PER_MINUTE": "0"}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""Public profiles from the user service's batch read: one HTTP call for any number of users."""
+"""Public profiles from the user service's batch read: one HTTP call for any number of users.
+
+Every call carries the catalog's service identity (services/shared/service_identity.py),
+so the user service knows it is internal traffic and never counts it against a client's
+rate limit: the product-page miss that caused it was already counted at the edge.
+"""
 from __future__ import annotations
 
 import threading
@@ -6,7 +11,9 @@ import threading
 import requests
 
 from services.shared.errors import DependencyUnavailable
+from services.shared.service_identity import credential_for
 
+SERVICE_NAME = "catalog"
 MAX_IDS_PER_CALL = 100
 _local = threading.local()
 
@@ -17,15 +24,18 @@ def _session() -> requests.Session:
     return _local.session
 
 
-def fetch_profiles(base_url: str, user_ids: list[str], request_id: str, timeout: float = 3.0) -> dict[str, dict]:
+def fetch_profiles(base_url: str, user_ids: list[str], request_id: str, auth_secret: str,
+                   timeout: float = 3.0) -> dict[str, dict]:
     """Profiles by id via `GET /v1/users?ids=...` (ids not found are simply absent)."""
     ids = list(dict.fromkeys(user_ids))
+    credential = credential_for(auth_secret, SERVICE_NAME)
     profiles: dict[str, dict] = {}
     for start in range(0, len(ids), MAX_IDS_PER_CALL):
         chunk = ids[start:start + MAX_IDS_PER_CALL]
         try:
             response = _session().get(f"{base_url.rstrip('/')}/v1/users", params={"ids": ",".join(chunk)},
-                                      headers={"X-Request-ID": request_id}, timeout=timeout)
+                                      headers={"X-Request-ID": request_id, **credential.headers()},
+                                      timeout=timeout)
         except requests.RequestException:
             raise DependencyUnavailable("the user service is unavailable; retry later") from None
         if response.status_code != 200:

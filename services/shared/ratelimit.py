@@ -1,42 +1,140 @@
-"""Per-client rate limits shared by every replica: fixed one-minute windows in memcached.
+"""Rate limits at the edge: one per-route policy, counted per client across every replica.
 
-A client is the user of a valid bearer token, else the address the gateway saw (the
-last entry of X-Forwarded-For, which the gateway appends; replicas are reached only
-through it). Each request counts once in `all` and sign-in and sign-up also in `auth`;
-past a limit the answer is 429 with Retry-After. If memcached is down the limit is not
-enforced (the service keeps serving) and the fact is logged.
+`POLICY` below is the one place that says which requests are limited, per what key and by
+which setting; `enforce` (called once per request by services/shared/app.py) applies it.
+The first rule that matches a request's method and route (its Flask url rule) counts it,
+once; probes and the OpenAPI document are never limited. Past a limit the answer is 429
+with Retry-After (the seconds left in the window).
+
+Only edge traffic is limited. A request with a valid service identity (one Scaleshop
+service calling another: services/shared/service_identity.py) is internal: it is caused
+by an edge request that was already counted, so it is never counted against any client's
+limit. Without this, the catalog's batch profile call made every product-page miss count
+a second time, in one bucket shared by all of a catalog pod's misses.
+
+The rules and their defaults (Settings; the chart's values set the same numbers):
+
+| rule | requests | key | limit per minute |
+| --- | --- | --- | --- |
+| sign-in | POST /v1/sessions, POST /v1/users | address | RATE_LIMIT_AUTH_PER_MINUTE (60) |
+| reads | GET, HEAD, OPTIONS on any route | user, else address | RATE_LIMIT_READS_PER_MINUTE (6,000) |
+| writes | every other request | user, else address | RATE_LIMIT_PER_MINUTE (1,200) |
+
+- sign-in is what password guessing and account spam hit. The address is its key: before
+  signing in there is no user, and an attacker holding tokens must not get a fresh
+  allowance with each account. 60 a minute is far more than a person types.
+- reads are anonymous and mostly cached, and many shoppers share one address (offices,
+  NAT, mobile carriers): one page view costs a few API reads. A limit sized for writes
+  would refuse a busy address or a storefront's burst (200 product pages a second for 10 s
+  from one client must pass, and did not at 1,200 a minute for everything). 6,000 a
+  minute still stops one scraper at 100 pages a second on average.
+- writes cost a database write, events and cache invalidations, and are where spam goes;
+  they are keyed by the signed-in user (every write but sign-up needs a token), so one
+  user cannot write more than 20 a second whatever the number of addresses they use.
+
+A client is the user of a valid bearer token (for rules keyed by user), else the address
+the gateway saw: the last entry of X-Forwarded-For, which the gateway appends (replicas
+are reached only through it). 0 turns a rule off.
+
+Why memcached: the gateway spreads a client's requests over every replica of a service
+(and in the chart, clients over several gateway pods); a count kept in each replica's
+memory would let a client through once per replica, and change with every scale. So each
+rule counts in one fixed one-minute window per client in the shared memcached (`incr` is
+atomic on the server; `add` creates the window's counter once), which holds the limit
+across all replicas and gateway pods for one round trip per request. A fixed window lets a
+client reach twice its limit across a window boundary; that is the price of one counter.
+If memcached is down the limit is not enforced (the service keeps serving) and the fact is
+logged.
 """
 from __future__ import annotations
 
+import enum
+import hashlib
 import logging
+import re
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import jwt
 from flask import Request
 
 from .auth import ALGORITHM, ISSUER
 from .cache import Cache, CacheUnavailable
+from .config import Settings
 from .errors import TooManyRequests
+from .service_identity import service_caller
 
 log = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
-AUTH_ROUTES = {("POST", "/v1/sessions"), ("POST", "/v1/users")}
-EXEMPT_PATHS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
+clock = time.time  # the time windows are counted by (a unit test sets its own)
 
 
-def client_identity(request: Request, secret: str) -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token:
-        try:
-            claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM], issuer=ISSUER)
-            if isinstance(claims.get("sub"), str):
-                return f"user:{claims['sub']}"
-        except jwt.PyJWTError:
-            pass
-    forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
-    return f"ip:{forwarded[-1] if forwarded else request.remote_addr}"
+class Key(enum.Enum):
+    """What a rule counts per."""
+
+    ADDRESS = "address"
+    USER_OR_ADDRESS = "user, else address"
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str  # in the counters' keys and in the 429's message
+    methods: frozenset[str] | None  # None: any method
+    routes: frozenset[str] | None  # Flask url rules; None: any route, unmatched paths too
+    key: Key
+    setting: str  # the Settings field with the limit per minute (0: off)
+
+    def matches(self, method: str, route: str | None) -> bool:
+        return ((self.methods is None or method in self.methods)
+                and (self.routes is None or route in self.routes))
+
+
+POLICY: tuple[Rule, ...] = (
+    Rule("sign-in and sign-up", frozenset({"POST"}), frozenset({"/v1/sessions", "/v1/users"}),
+         Key.ADDRESS, "rate_limit_auth_per_minute"),
+    Rule("reads", frozenset({"GET", "HEAD", "OPTIONS"}), None, Key.USER_OR_ADDRESS, "rate_limit_reads_per_minute"),
+    Rule("writes", None, None, Key.USER_OR_ADDRESS, "rate_limit_per_minute"),
+)
+UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+_PLAIN_ADDRESS = re.compile(r"^[0-9A-Za-z.:_\[\]-]{1,64}$")
+
+
+def rule_for(method: str, route: str | None, policy: tuple[Rule, ...] = POLICY) -> Rule | None:
+    """The rule that counts this request (the first that matches), or None if it is never limited."""
+    if route in UNLIMITED_ROUTES:
+        return None
+    return next((rule for rule in policy if rule.matches(method, route)), None)
+
+
+def client_address(headers: Mapping[str, str], remote_addr: str | None) -> str:
+    """The address the gateway saw (the last X-Forwarded-For entry), safe to use in a memcached key."""
+    forwarded = [part.strip() for part in headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    address = forwarded[-1] if forwarded else (remote_addr or "unknown")
+    if _PLAIN_ADDRESS.match(address):
+        return address
+    return "h-" + hashlib.sha256(address.encode()).hexdigest()[:32]
+
+
+def token_user(headers: Mapping[str, str], secret: str) -> str | None:
+    """The user of a valid bearer token (signature, issuer and expiry; revocation is not asked here)."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM], issuer=ISSUER)
+    except jwt.PyJWTError:
+        return None
+    return claims["sub"] if isinstance(claims.get("sub"), str) else None
+
+
+def client_key(rule: Rule, headers: Mapping[str, str], remote_addr: str | None, secret: str) -> str:
+    if rule.key is Key.USER_OR_ADDRESS:
+        user = token_user(headers, secret)
+        if user is not None:
+            return f"user:{user}"
+    return f"ip:{client_address(headers, remote_addr)}"
 
 
 def _count(cache: Cache, key: str) -> int | None:
@@ -52,26 +150,26 @@ def _count(cache: Cache, key: str) -> int | None:
         return None
 
 
-def enforce(request: Request, cache: Cache, secret: str, per_minute: int, auth_per_minute: int) -> None:
-    """Raise TooManyRequests when this client is over a limit in the current window."""
-    if request.path in EXEMPT_PATHS or (not per_minute and not auth_per_minute):
-        return
-    now = time.time()
+def count(cache: Cache, rule: Rule, limit: int, client: str, now: float) -> None:
+    """Count one request of `client` under `rule`; TooManyRequests if that puts it over `limit`."""
     window = int(now // WINDOW_SECONDS)
-    retry_after = max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS))
-    client = client_identity(request, secret)
-    checks = [("all", per_minute)]
-    if (request.method, request.path.rstrip("/")) in AUTH_ROUTES:
-        checks.append(("auth", auth_per_minute))
-    for bucket, limit in checks:
-        if not limit:
-            continue
-        count = _count(cache, f"rl:{bucket}:{client}:{window}")
-        if count is None:
-            log.warning("rate limit not enforced: memcached unreachable")
-            return
-        if count > limit:
-            raise TooManyRequests(
-                f"too many requests: at most {limit} per minute" + (" for sign-in and sign-up" if bucket == "auth" else ""),
-                retry_after_seconds=retry_after,
-            )
+    seen = _count(cache, f"rl:{rule.name.replace(' ', '-')}:{client}:{window}")
+    if seen is None:
+        log.warning("rate limit not enforced: memcached unreachable")
+        return
+    if seen > limit:
+        raise TooManyRequests(f"too many requests: at most {limit} per minute for {rule.name}",
+                              retry_after_seconds=max(1, int(WINDOW_SECONDS - now % WINDOW_SECONDS)))
+
+
+def enforce(request: Request, cache: Cache, settings: Settings) -> None:
+    """Apply POLICY to this request: TooManyRequests when its client is over the rule's limit."""
+    rule = rule_for(request.method, request.url_rule.rule if request.url_rule else None)
+    limit = getattr(settings, rule.setting) if rule is not None else 0
+    if rule is None or not limit:
+        return
+    secret = settings.auth_secret.get_secret_value()
+    if service_caller(request.headers, secret) is not None:
+        return  # internal traffic: the edge request that caused it was counted
+    count(cache, rule, limit, client_key(rule, request.headers, request.remote_addr, secret),
+          clock())
