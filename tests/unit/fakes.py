@@ -4,8 +4,9 @@ Each has the interface of the client it replaces (services/shared/clients.py: `C
 no more: `FakeCache` is a `services.shared.cache.Cache`, `FakePublisher` a
 `services.shared.events.Publisher` that records what it was given, `FakeDatabase` the few
 by-`_id` calls of pymongo that the job records use (services/shared/jobs.py: find_one,
-insert_one, find_one_and_update). Anything else a fake does not know raises, so a test never
-passes on behaviour the real client does not have. Functional tests (tests/functional/) keep
+insert_one, find_one_and_update), `UnreachableMongoClient` a MongoClient of a database that is
+down. Anything else a fake does not know raises, so a test never passes on behaviour the real
+client does not have. Functional tests (tests/functional/) keep
 the real servers.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import copy
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.errors import ServerSelectionTimeoutError
 
 from services.shared.cache import CacheUnavailable
 
@@ -203,3 +205,23 @@ class FakeMongoClient:
 
     def __getitem__(self, name: str) -> FakeDatabase:
         return self.databases.setdefault(name, FakeDatabase())
+
+
+class UnreachableMongoClient:
+    """A pymongo MongoClient of a database that is down: whatever is asked of it, of any of its databases
+    or collections, raises ServerSelectionTimeoutError at once (a real client raises it after its timeout)."""
+
+    def __getitem__(self, name: str) -> "UnreachableMongoClient":
+        return self
+
+    def __getattr__(self, name: str):
+        if name in ("client", "admin"):
+            return self
+
+        def unreachable(*args, **kwargs):
+            raise ServerSelectionTimeoutError(f"fake: no database answers ({name})")
+
+        return unreachable
+
+    def close(self) -> None:
+        pass
