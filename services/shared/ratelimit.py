@@ -53,7 +53,6 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import jwt
@@ -63,7 +62,7 @@ from .auth import ALGORITHM, ISSUER
 from .cache import Cache, CacheUnavailable
 from .config import Settings
 from .errors import TooManyRequests
-from .service_identity import service_caller
+from .service_identity import HeaderLookup, service_caller
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def rule_for(method: str, route: str | None, policy: tuple[Rule, ...] = POLICY) 
     return next((rule for rule in policy if rule.matches(method, route)), None)
 
 
-def client_address(headers: Mapping[str, str], remote_addr: str | None) -> str:
+def client_address(headers: HeaderLookup, remote_addr: str | None) -> str:
     """The address the gateway saw (the last X-Forwarded-For entry), safe to use in a memcached key."""
     forwarded = [part.strip() for part in headers.get("X-Forwarded-For", "").split(",") if part.strip()]
     address = forwarded[-1] if forwarded else (remote_addr or "unknown")
@@ -117,7 +116,7 @@ def client_address(headers: Mapping[str, str], remote_addr: str | None) -> str:
     return "h-" + hashlib.sha256(address.encode()).hexdigest()[:32]
 
 
-def token_user(headers: Mapping[str, str], secret: str) -> str | None:
+def token_user(headers: HeaderLookup, secret: str) -> str | None:
     """The user of a valid bearer token (signature, issuer and expiry; revocation is not asked here)."""
     scheme, _, token = headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -129,7 +128,7 @@ def token_user(headers: Mapping[str, str], secret: str) -> str | None:
     return claims["sub"] if isinstance(claims.get("sub"), str) else None
 
 
-def client_key(rule: Rule, headers: Mapping[str, str], remote_addr: str | None, secret: str) -> str:
+def client_key(rule: Rule, headers: HeaderLookup, remote_addr: str | None, secret: str) -> str:
     if rule.key is Key.USER_OR_ADDRESS:
         user = token_user(headers, secret)
         if user is not None:

@@ -22,8 +22,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jwt
+from werkzeug.datastructures import Headers
 
 from .auth import ALGORITHM, ISSUER
+
+HeaderLookup = Headers | Mapping[str, str]  # a request's headers, or a plain dict of them
 
 HEADER = "X-Service-Token"
 AUDIENCE = "scaleshop-internal"
@@ -68,7 +71,7 @@ def verify_service_token(secret: str, token: str) -> str:
     return subject[len(SUBJECT_PREFIX):]
 
 
-def service_caller(headers: Mapping[str, str], secret: str) -> str | None:
+def service_caller(headers: HeaderLookup, secret: str) -> str | None:
     """The service that sent this request if it carries a valid service token, else None (edge traffic)."""
     token = headers.get(HEADER, "").strip()
     if not token:
