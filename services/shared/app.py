@@ -176,4 +176,4 @@ def require_principal():
     from .auth import authenticate
 
     res = resources()
-    return authenticate(res.auth_secret, res.db, res.cache)
+    return authenticate(res.auth_secret, lambda: res.db, res.cache)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -97,16 +98,18 @@ def is_revoked(db: Database, cache: Cache, principal: Principal) -> bool:
     return revoked
 
 
-def authenticate(secret: str, db: Database, cache: Cache) -> Principal:
+def authenticate(secret: str, database: Callable[[], Database], cache: Cache) -> Principal:
     """The caller's principal from the Authorization header, or Unauthorized.
 
-    Verified once per request: a second call (the view, after @operation checked the
-    caller before the body) returns the same principal without asking the cache again.
+    `database` is called only for a well-formed token, to look up its revocation: a caller
+    without one gets 401 even while the database is down. Verified once per request: a second
+    call (the view, after @operation checked the caller before the body) returns the same
+    principal without asking the cache again.
     """
     if "principal" in g:
         return g.principal
     principal = decode_token(secret, bearer_token())
-    if is_revoked(db, cache, principal):
+    if is_revoked(database(), cache, principal):
         raise Unauthorized("the token has been revoked")
     g.principal = principal
     return principal

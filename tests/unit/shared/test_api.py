@@ -1,4 +1,8 @@
-"""@operation: authentication comes before any look at the body or query, and the token is verified once."""
+"""@operation: authentication comes before any look at the body or query, and the token is verified once.
+
+A bare app with the shared error handlers and three routes shows the order; the real services'
+apps (tests/unit/conftest.py) show that their routes declare it.
+"""
 from __future__ import annotations
 
 import json
@@ -13,6 +17,7 @@ from services.shared import auth
 from services.shared.api import QueryParams, RequestBody, operation
 from services.shared.app import require_principal
 from services.shared.errors import register_error_handlers
+from tests.unit.fakes import FakeCache
 
 SECRET = "unit-test-secret-of-at-least-32-bytes"
 
@@ -25,27 +30,16 @@ class ThingQuery(QueryParams):
     limit: int = Field(ge=1)
 
 
-class CountingCache:
-    """The cache calls auth makes, in memory, counting the reads."""
+class CountingCache(FakeCache):
+    """A FakeCache that counts look-ups."""
 
     def __init__(self) -> None:
-        self.values: dict[str, Any] = {}
+        super().__init__()
         self.reads = 0
 
-    def get(self, key: str) -> Any:
+    def get_many(self, keys: list[str]) -> dict[str, Any] | None:
         self.reads += 1
-        return self.values.get(key)
-
-    def set(self, key: str, value: Any, ttl: int = 0) -> bool:
-        self.values[key] = value
-        return True
-
-    def add(self, key: str, value: Any, ttl: int = 0) -> bool:
-        self.values.setdefault(key, value)
-        return True
-
-    def delete(self, key: str) -> None:
-        self.values.pop(key, None)
+        return super().get_many(keys)
 
 
 class RevokedTokens:
@@ -172,3 +166,16 @@ def test_each_request_is_authenticated_anew(client, res):
 def test_a_route_without_auth_validates_the_body_of_anyone(client):
     assert client.post("/open-things", json={"name": ""}).status_code == 422
     assert client.post("/open-things", json={"name": "Lamp"}).status_code == 201
+
+
+@pytest.mark.parametrize("content_type, data", list(BAD_BODIES.values()), ids=list(BAD_BODIES))
+def test_the_catalog_answers_an_anonymous_product_with_a_bad_body_401(catalog_service, content_type, data):
+    """Whatever the body, and though the database of the unit apps is down: no token needs no database."""
+    response = catalog_service.client.post("/v1/products", data=data, content_type=content_type)
+    assert response.status_code == 401, response.get_json()
+    assert response.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_the_user_service_answers_an_anonymous_profile_change_with_a_bad_body_401(user_service):
+    response = user_service.client.patch("/v1/users/me", json={"display_name": 42, "email": "x"})
+    assert response.status_code == 401, response.get_json()
