@@ -343,14 +343,69 @@ def _cache_section(rep: Report, name: str, result: dict) -> None:
         if r["hit_ratio"] is not None:
             axes[2].annotate(f"hits {100 * r['hit_ratio']:.0f}%", (i, trips[i]), ha="center", fontsize=7,
                              textcoords="offset points", xytext=(0, 2))
-    best = max(rows, key=lambda r: r["throughput_rps"])
-    worst = min(rows, key=lambda r: r["throughput_rps"])
-    gain = best["throughput_rps"] / worst["throughput_rps"] if worst["throughput_rps"] else float("inf")
-    rep.plot(sec, fig, "cache",
-             f"'{best['setting']}' serves the most ({best['throughput_rps']:.1f} req/s, {gain:.1f}× "
-             f"'{worst['setting']}'), because every cache hit replaces database round trips "
-             f"({best['db_round_trips_per_request']} per request against {worst['db_round_trips_per_request']}) "
-             "with one memcached look-up.")
+    rep.plot(sec, fig, "cache", cache_caption(rows))
+
+
+NOTICEABLE = 0.05  # throughput or median latency less than 5% apart: no difference worth a claim
+
+
+def cache_caption(rows: list[dict]) -> str:
+    """What the cache plot shows, from the measured numbers only: each cached setting's hit ratio,
+    latency, throughput and DB round trips against the cache off, and plainly whether it helped."""
+    off = next((r for r in rows if r["setting"] == "off"), None)
+    cached = [r for r in rows if r["setting"] != "off"]
+    if off is None or not cached:
+        missing = "the cache off" if off is None else "the cache on"
+        measured = "; ".join(f"'{r['setting']}': {_hits(r)}, p50 {_ms(r['latency_ms'].get('p50'))}, "
+                             f"{r['throughput_rps']:.1f} req/s" for r in rows)
+        return f"No run with {missing} to compare against, so no effect of the cache is measured here ({measured})."
+    clauses = []
+    for r in cached:
+        numbers = (f"'{r['setting']}' ({_hits(r)}): p50 {_ms(r['latency_ms'].get('p50'))} vs "
+                   f"{_ms(off['latency_ms'].get('p50'))}, p99 {_ms(r['latency_ms'].get('p99'))} vs "
+                   f"{_ms(off['latency_ms'].get('p99'))}, {r['throughput_rps']:.1f} vs {off['throughput_rps']:.1f} "
+                   f"req/s, DB round trips per request {r['db_round_trips_per_request']} vs "
+                   f"{off['db_round_trips_per_request']}")
+        if r["error_rate"] or off["error_rate"]:
+            numbers += f", errors {100 * r['error_rate']:.1f}% vs {100 * off['error_rate']:.1f}%"
+        clauses.append(f"{numbers}: {_cache_effect(r, off)}")
+    return "Each cached setting against the cache off: " + "; ".join(clauses) + "."
+
+
+def _hits(row: dict) -> str:
+    ratio = row["hit_ratio"]
+    return "no cache look-ups" if ratio is None else f"hit ratio {100 * ratio:.0f}%"
+
+
+def _change(value: float | None, base: float | None) -> float | None:
+    """Relative change of value against base (0.1 = 10% more); None when either is unknown."""
+    if value is None or base is None:
+        return None
+    if base == 0:
+        return 0.0 if value == 0 else float("inf")
+    return value / base - 1
+
+
+def _cache_effect(row: dict, off: dict) -> str:
+    """Whether this cached setting helped, judged on throughput and median latency."""
+    throughput = _change(row["throughput_rps"], off["throughput_rps"]) or 0.0
+    p50 = _change(row["latency_ms"].get("p50"), off["latency_ms"].get("p50")) or 0.0
+    better = throughput >= NOTICEABLE or p50 <= -NOTICEABLE
+    worse = throughput <= -NOTICEABLE or p50 >= NOTICEABLE
+    reason = "" if row["hit_ratio"] else " (no request was served from the cache)"
+    if better and not worse:
+        gains = []
+        if throughput >= NOTICEABLE:
+            gains.append(f"{1 + throughput:.2f}× the throughput")
+        if p50 <= -NOTICEABLE:
+            gains.append(f"p50 {100 * -p50:.0f}% lower")
+        return "the cache helped (" + ", ".join(gains) + ")"
+    if worse and not better:
+        return f"the cache did not help, it made this load slower{reason}"
+    if worse and better:
+        return (f"the cache did not clearly help (throughput {100 * throughput:+.0f}%, p50 {100 * p50:+.0f}%)"
+                f"{reason}")
+    return f"the cache did not help (throughput and p50 within {100 * NOTICEABLE:.0f}%){reason}"
 
 
 def _async_section(rep: Report, name: str, result: dict) -> None:
