@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from services.shared.api import iso_time
 from services.shared.cache import Cache
 from services.shared.cache_deps import Change, Write, invalidate
+from services.shared.errors import Conflict
 
 USERS = "users"
 
@@ -25,7 +26,7 @@ password_hasher = PasswordHasher()  # argon2id, argon2-cffi's RFC 9106 low-memor
 _DUMMY_HASH = password_hasher.hash("not a real password")
 
 
-class EmailTaken(Exception):
+class EmailTaken(Conflict):
     """Another account already uses this email (compared case-insensitively)."""
 
 
@@ -53,7 +54,7 @@ def public_view(doc: dict) -> dict:
 
 
 def register(db: Database, hasher: PasswordHasher, email: str, password: str, display_name: str) -> dict:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)  # what MongoDB keeps
     doc = {
         "_id": ObjectId(),
@@ -68,7 +69,7 @@ def register(db: Database, hasher: PasswordHasher, email: str, password: str, di
     try:
         db[USERS].insert_one(doc)
     except DuplicateKeyError:
-        raise EmailTaken(email) from None
+        raise EmailTaken("an account with this email already exists") from None
     return doc
 
 
@@ -104,7 +105,7 @@ def update_profile(db: Database, cache: Cache, user_id: str, changes: dict) -> d
     if not ObjectId.is_valid(user_id):
         return None
     changes = {key: value for key, value in changes.items() if value is not None}
-    changes["updated_at"] = dt.datetime.now(dt.timezone.utc)
+    changes["updated_at"] = dt.datetime.now(dt.UTC)
     doc = db[USERS].find_one_and_update(
         {"_id": ObjectId(user_id)}, {"$set": changes}, return_document=ReturnDocument.AFTER
     )

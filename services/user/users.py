@@ -6,7 +6,7 @@ from flask import Blueprint
 from services.shared import jobs
 from services.shared.api import operation
 from services.shared.app import require_principal, resources
-from services.shared.errors import Conflict, NotFound
+from services.shared.errors import NotFound
 from services.shared.job_models import JobAccepted, accepted
 
 from . import accounts
@@ -18,10 +18,7 @@ users_bp = Blueprint("users", __name__)
 @users_bp.post("/v1/users")
 @operation("Create an account", tag="users", body=NewUser, responses={201: User, 409: "Email already registered"})
 def create_user(body: NewUser):
-    try:
-        doc = accounts.register(resources().db, accounts.password_hasher, body.email, body.password, body.display_name)
-    except accounts.EmailTaken:
-        raise Conflict("an account with this email already exists") from None
+    doc = accounts.register(resources().db, accounts.password_hasher, body.email, body.password, body.display_name)
     return accounts.own_view(doc), 201
 
 
