@@ -6,23 +6,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.shared.config import tunable_settings
+
 REPO = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "catalog", "worker")
 HTTP_SERVICES = ("user", "catalog")
 DEFAULT_REPLICAS = {"user": 2, "catalog": 2, "worker": 2}
 MAX_REPLICAS = 50
 
-# Settings the stack passes through from the caller's environment to every replica.
-PASSTHROUGH_SETTINGS = (
-    "CACHE_TTL_SECONDS", "CACHE_PATTERNS", "LOG_LEVEL", "TOKEN_TTL_SECONDS", "MAX_BODY_BYTES",
-    "MONGODB_TIMEOUT_MS", "MEMCACHED_TIMEOUT_MS",
-    "GUNICORN_WORKERS", "GUNICORN_THREADS", "GUNICORN_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT", "GUNICORN_KEEPALIVE",
-    "RATE_LIMIT_PER_MINUTE", "RATE_LIMIT_AUTH_PER_MINUTE", "RATE_LIMIT_READS_PER_MINUTE",
-)
+# Settings the stack passes through from the caller's environment to every replica: every
+# tunable setting of Settings but the database name, which the stack's own tools read.
+PASSTHROUGH_SETTINGS = tuple(name for name in tunable_settings() if name != "MONGODB_DATABASE")
 # Locally every request comes from one address (this machine): rate limits would only
-# throttle the load generator, so the stack turns them off unless the caller sets them.
-STACK_DEFAULT_SETTINGS = {"RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_AUTH_PER_MINUTE": "0",
-                          "RATE_LIMIT_READS_PER_MINUTE": "0"}
+# throttle the load generator, so the stack turns them all off unless the caller sets them.
+STACK_DEFAULT_SETTINGS = {name: "0" for name in PASSTHROUGH_SETTINGS if name.startswith("RATE_LIMIT_")}
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 {{/*
-Names, labels and the pieces every workload shares. Components: gateway, user, catalog,
-worker, mongodb, memcached, kafka, kafka-topics, loadgen, test.
+Names, labels and the pieces every workload shares. The components are those of the
+`components` map in values.yaml, plus kafka-topics (the topic Job) and test (`helm test`).
 */}}
 
 {{/* The chart name (nameOverride wins). */}}
@@ -23,12 +23,6 @@ name already contains the chart name it is used alone (release "scaleshop" -> "s
 {{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
 {{- end }}
 {{- end }}
-{{- $gatewayBytes := mul (int .Values.gateway.maxBodyMb) 1048576 }}
-{{- range $key := list "maxBodyBytes" "maxImportBytes" }}
-{{- if gt (int (index $.Values.config $key)) (int $gatewayBytes) }}
-{{- fail (printf "config.%s (%d) is larger than the gateway accepts (gateway.maxBodyMb=%d MiB): raise gateway.maxBodyMb" $key (int (index $.Values.config $key)) (int $.Values.gateway.maxBodyMb)) }}
-{{- end }}
-{{- end }}
 {{- end }}
 
 {{/* Chart name and version, for the helm.sh/chart label. */}}
@@ -39,6 +33,35 @@ name already contains the chart name it is used alone (release "scaleshop" -> "s
 {{/* The name of one component's objects: <fullname>-<component>. Call with (dict "root" $ "component" "user"). */}}
 {{- define "scaleshop.componentName" -}}
 {{- printf "%s-%s" (include "scaleshop.fullname" .root) .component | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The deployed components (`components` in values.yaml; one with an `enabled` value only when it
+is true) that have every flag of `with` set and, if `workloads` is given, one of those kinds;
+sorted, as a JSON list. Use: range $name := include "scaleshop.components" (dict "root" $ "with"
+(list "service")) | fromJsonArray.
+*/}}
+{{- define "scaleshop.components" -}}
+{{- $names := list }}
+{{- range $name, $component := .root.Values.components }}
+{{- $values := index $.root.Values $name }}
+{{- $wanted := or (not (hasKey $values "enabled")) $values.enabled }}
+{{- range $flag := default (list) $.with }}
+{{- $wanted = and $wanted (index $component $flag) }}
+{{- end }}
+{{- if $.workloads }}
+{{- $wanted = and $wanted (has $component.workload $.workloads) }}
+{{- end }}
+{{- if $wanted }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* The port a component serves on (`components` in values.yaml). Call with (dict "root" $ "component" "user"). */}}
+{{- define "scaleshop.port" -}}
+{{- (index .root.Values.components .component).port | int }}
 {{- end }}
 
 {{/* Selector labels of one component (immutable: never add to them). */}}
@@ -98,7 +121,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* MONGODB_URL: the in-cluster StatefulSet, else externalMongodbUrl (required then). */}}
 {{- define "scaleshop.mongodbUrl" -}}
 {{- if .Values.mongodb.enabled }}
-{{- printf "mongodb://%s:27017/" (include "scaleshop.serviceHost" (dict "root" . "component" "mongodb")) }}
+{{- $ctx := dict "root" . "component" "mongodb" }}
+{{- printf "mongodb://%s:%s/" (include "scaleshop.serviceHost" $ctx) (include "scaleshop.port" $ctx) }}
 {{- else }}
 {{- required "mongodb.enabled=false needs externalMongodbUrl (e.g. mongodb://user:pass@host:27017/)" .Values.externalMongodbUrl }}
 {{- end }}
@@ -107,7 +131,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* MEMCACHED_SERVERS: the in-cluster Deployment, else externalMemcachedServers (required then). */}}
 {{- define "scaleshop.memcachedServers" -}}
 {{- if .Values.memcached.enabled }}
-{{- printf "%s:11211" (include "scaleshop.serviceHost" (dict "root" . "component" "memcached")) }}
+{{- $ctx := dict "root" . "component" "memcached" }}
+{{- printf "%s:%s" (include "scaleshop.serviceHost" $ctx) (include "scaleshop.port" $ctx) }}
 {{- else }}
 {{- required "memcached.enabled=false needs externalMemcachedServers (comma-separated host:port)" .Values.externalMemcachedServers }}
 {{- end }}
@@ -116,7 +141,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* KAFKA_BOOTSTRAP_SERVERS: the in-cluster StatefulSet, else externalKafkaBootstrapServers (required then). */}}
 {{- define "scaleshop.kafkaBootstrapServers" -}}
 {{- if .Values.kafka.enabled }}
-{{- printf "%s:9092" (include "scaleshop.serviceHost" (dict "root" . "component" "kafka")) }}
+{{- $ctx := dict "root" . "component" "kafka" }}
+{{- printf "%s:%s" (include "scaleshop.serviceHost" $ctx) (include "scaleshop.port" $ctx) }}
 {{- else }}
 {{- required "kafka.enabled=false needs externalKafkaBootstrapServers (comma-separated host:port)" .Values.externalKafkaBootstrapServers }}
 {{- end }}
@@ -206,38 +232,45 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* The Settings of the Python services that differ per service: the gunicorn block merged over the release's. */}}
-{{- define "scaleshop.gunicorn" -}}
-{{- $g := mergeOverwrite (deepCopy .root.Values.gunicorn) (default (dict) .svc.gunicorn) -}}
-GUNICORN_WORKERS: {{ $g.workers | int64 | quote }}
-GUNICORN_THREADS: {{ $g.threads | int64 | quote }}
-GUNICORN_TIMEOUT: {{ $g.timeout | int64 | quote }}
-GUNICORN_GRACEFUL_TIMEOUT: {{ $g.gracefulTimeout | int64 | quote }}
-GUNICORN_KEEPALIVE: {{ $g.keepalive | int64 | quote }}
+{{/*
+The settings of one Python service: the release's `config` with the service's own `config`
+over it (env name -> value, as JSON). Call with (dict "root" $ "component" "user").
+*/}}
+{{- define "scaleshop.settings" -}}
+{{- $own := (index .root.Values .component).config | default (dict) }}
+{{- toJson (mergeOverwrite (deepCopy .root.Values.config) (deepCopy $own)) }}
+{{- end }}
+
+{{/* A setting's value as the environment spells it (YAML numbers arrive as floats). */}}
+{{- define "scaleshop.envValue" -}}
+{{- if kindIs "float64" . }}{{ . | int64 }}{{ else }}{{ . }}{{ end }}
 {{- end }}
 
 {{/* Fail early on values the schema cannot express. */}}
 {{- define "scaleshop.validate" -}}
-{{- range $c := list "gateway" "user" "catalog" "worker" }}
+{{- range $c := include "scaleshop.components" (dict "root" $ "with" (list "scalable")) | fromJsonArray }}
 {{- $v := index $.Values $c }}
 {{- if and $v.autoscaling.enabled (lt (int $v.autoscaling.maxReplicas) (int $v.autoscaling.minReplicas)) }}
 {{- fail (printf "%s.autoscaling.maxReplicas (%d) must be >= %s.autoscaling.minReplicas (%d)" $c (int $v.autoscaling.maxReplicas) $c (int $v.autoscaling.minReplicas)) }}
 {{- end }}
 {{- if hasKey $v "preStopSleepSeconds" }}
 {{- $drain := int $v.preStopSleepSeconds }}
-{{- if has $c (list "user" "catalog") }}
-{{- $g := mergeOverwrite (deepCopy $.Values.gunicorn) (default (dict) $v.gunicorn) }}
-{{- $drain = add $drain (int $g.gracefulTimeout) }}
+{{- if (index $.Values.components $c).service }}
+{{- $settings := include "scaleshop.settings" (dict "root" $ "component" $c) | fromJson }}
+{{- $drain = add $drain (int $settings.GUNICORN_GRACEFUL_TIMEOUT) }}
 {{- end }}
 {{- if le (int $v.terminationGracePeriodSeconds) $drain }}
-{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be larger than preStopSleepSeconds plus gunicorn gracefulTimeout (%d s): in-flight requests would be killed" $c (int $v.terminationGracePeriodSeconds) $drain) }}
+{{- fail (printf "%s.terminationGracePeriodSeconds (%d) must be larger than preStopSleepSeconds plus gunicorn's GUNICORN_GRACEFUL_TIMEOUT (%d s): in-flight requests would be killed" $c (int $v.terminationGracePeriodSeconds) $drain) }}
 {{- end }}
 {{- end }}
 {{- end }}
 {{- $gatewayBytes := mul (int .Values.gateway.maxBodyMb) 1048576 }}
-{{- range $key := list "maxBodyBytes" "maxImportBytes" }}
-{{- if gt (int (index $.Values.config $key)) (int $gatewayBytes) }}
-{{- fail (printf "config.%s (%d) is larger than the gateway accepts (gateway.maxBodyMb=%d MiB): raise gateway.maxBodyMb" $key (int (index $.Values.config $key)) (int $.Values.gateway.maxBodyMb)) }}
+{{- range $c := include "scaleshop.components" (dict "root" $ "with" (list "http")) | fromJsonArray }}
+{{- $settings := include "scaleshop.settings" (dict "root" $ "component" $c) | fromJson }}
+{{- range $key := list "MAX_BODY_BYTES" "MAX_IMPORT_BYTES" }}
+{{- if gt (int (index $settings $key)) (int $gatewayBytes) }}
+{{- fail (printf "%s: %s (%d) is larger than the gateway accepts (gateway.maxBodyMb=%d MiB): raise gateway.maxBodyMb" $c $key (int (index $settings $key)) (int $.Values.gateway.maxBodyMb)) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- end }}
