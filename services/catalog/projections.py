@@ -135,7 +135,7 @@ def category_totals(moves: list[tuple[dict | None, dict, str | None]]) -> dict[s
 
 def fold(db: Database, lanes: dict[str, list[dict]], now: dt.datetime | None = None) -> Folded:
     """Fold one poll's readable events, grouped by lane; durable when it returns (raise: fold again)."""
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     result = Folded()
     result.recovered = _finish_interrupted(db, list(lanes), now)
     newest = {lane: newest_per_product(events) for lane, events in lanes.items() if events}
@@ -169,8 +169,12 @@ def _is_newer(event: dict, row: dict | None) -> bool:
     return row is None or event["version"] > row["version"]
 
 
+def _state_of_row(row: dict) -> dict:
+    return {field: row[field] for field in (*STATE_FIELDS, "version")}
+
+
 def _recorded(row: dict | None) -> dict | None:
-    return None if row is None else {field: row[field] for field in (*STATE_FIELDS, "version")}
+    return None if row is None else _state_of_row(row)
 
 
 def _move_rows(db: Database, fold_id: str, pending: dict[str, dict[str, dict]],
@@ -178,7 +182,8 @@ def _move_rows(db: Database, fold_id: str, pending: dict[str, dict[str, dict]],
     """Compare-and-set each product to its new state; per lane, the transitions that won
     as (before, after, event time). A loser is read again and retried while still newer."""
     won: dict[str, list[tuple[dict | None, dict, str | None]]] = {lane: [] for lane in pending}
-    todo = [(lane, event, _recorded(rows.get(pid))) for lane, events in pending.items() for pid, event in events.items()]
+    todo = [(lane, event, _recorded(rows.get(pid)))
+            for lane, events in pending.items() for pid, event in events.items()]
     for _ in range(CAS_ROUNDS):
         if not todo:
             return won
@@ -240,7 +245,8 @@ def _finish_interrupted(db: Database, lanes: list[str], now: dt.datetime) -> int
     for record in db[FOLDS].find({"_id": {"$in": lanes}}):
         fold_id = record["fold"]
         rows = _rows(db, record["products"]).values()  # by `_id` alone: the index serves it everywhere
-        won = [(row["fold"]["from"], _recorded(row), None) for row in rows if row.get("fold", {}).get("id") == fold_id]
+        won: list[tuple[dict | None, dict, str | None]] = [
+            (row["fold"]["from"], _state_of_row(row), None) for row in rows if row.get("fold", {}).get("id") == fold_id]
         with storage.of(db).exclusive(db, "projections"):
             _apply(db, fold_id, {record["_id"]: won}, now)
         db[FOLDS].delete_many({"_id": record["_id"], "fold": fold_id})
@@ -260,7 +266,7 @@ def _lag_ms(event_at: str | None, now: dt.datetime) -> float | None:
     except ValueError:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return round((now - moment).total_seconds() * 1000, 1)
 
 

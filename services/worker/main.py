@@ -217,7 +217,8 @@ class Worker:
                     consumer.seek(tp, records[0].offset)
                 self.state.stopping.wait(RETRY_PAUSE_S)
                 continue
-            consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, None, -1) for tp, records in batches.items()})
+            consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, None, -1)
+                             for tp, records in batches.items()})
             log.debug("folded %d events in %.0f ms: %s", sum(map(len, batches.values())),
                       (time.perf_counter() - started) * 1000, folded)
 

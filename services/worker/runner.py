@@ -21,8 +21,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pymongo.database import Database
 
@@ -110,7 +110,7 @@ def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str
         return "skipped"
     error = ""
     while job["attempts"] < MAX_ATTEMPTS:
-        job = jobs.update(db, job_id, {"status": jobs.RUNNING}, inc={"attempts": 1})
+        job = _changed(db, job_id, {"status": jobs.RUNNING}, inc={"attempts": 1})
         JOBS.labels("worker", job["type"], jobs.RUNNING).inc()
         kind = handlers.get(job["type"])
         try:
@@ -135,13 +135,23 @@ def run_job(db: Database, cache: Cache, publisher: Publisher, handlers: dict[str
             # this run set it `running` again: finish it here.
             _finish(db, handlers, jobs.parts_all_ended(db, job_id))
             return "split"
-        job = jobs.update(db, job_id, {"status": jobs.SUCCEEDED, "result": result, "error": None})
+        job = _changed(db, job_id, {"status": jobs.SUCCEEDED, "result": result, "error": None})
         JOBS.labels("worker", job["type"], jobs.SUCCEEDED).inc()
         part_ended(db, handlers, job)
         return jobs.SUCCEEDED
     park(db, publisher, job, error or job.get("last_error") or "failed")
-    part_ended(db, handlers, db[jobs.JOBS].find_one({"_id": job_id}))
+    parked = db[jobs.JOBS].find_one({"_id": job_id})
+    if parked is not None:
+        part_ended(db, handlers, parked)
     return jobs.FAILED
+
+
+def _changed(db: Database, job_id: str, fields: dict, inc: dict[str, int] | None = None) -> dict:
+    """jobs.update of the job being run (read when the run began), as it is now."""
+    job = jobs.update(db, job_id, fields, inc=inc)
+    if job is None:
+        raise LookupError(f"job {job_id} was deleted while it ran")
+    return job
 
 
 def part_ended(db: Database, handlers: dict[str, JobType], job: dict) -> None:
@@ -154,7 +164,10 @@ def part_ended(db: Database, handlers: dict[str, JobType], job: dict) -> None:
 def _finish(db: Database, handlers: dict[str, JobType], parent: dict | None) -> None:
     if parent is None:
         return
-    finished = jobs.finish_split(db, parent, handlers[parent["type"]].merge)
+    merge = handlers[parent["type"]].merge
+    if merge is None:
+        raise ValueError(f"job type '{parent['type']}' was split but has no merge")
+    finished = jobs.finish_split(db, parent, merge)
     if finished is not None:
         JOBS.labels("worker", finished["type"], finished["status"]).inc()
         log.info("job %s %s: all %d parts ended", finished["_id"], finished["status"], finished["parts"])

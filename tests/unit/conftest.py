@@ -8,8 +8,8 @@ production. A test that needs stored data belongs in tests/functional/, which st
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import pytest
 from flask import Flask

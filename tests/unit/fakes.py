@@ -19,7 +19,6 @@ from pymongo.errors import ServerSelectionTimeoutError
 
 from services.shared.cache import CacheUnavailable
 
-
 # ---- memcached ---------------------------------------------------------------------------------
 
 class FakeCache:
@@ -211,7 +210,7 @@ class UnreachableMongoClient:
     """A pymongo MongoClient of a database that is down: whatever is asked of it, of any of its databases
     or collections, raises ServerSelectionTimeoutError at once (a real client raises it after its timeout)."""
 
-    def __getitem__(self, name: str) -> "UnreachableMongoClient":
+    def __getitem__(self, name: str) -> UnreachableMongoClient:
         return self
 
     def __getattr__(self, name: str):

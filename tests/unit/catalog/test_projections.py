@@ -122,7 +122,8 @@ class ContestedIndex:
     def bulk_write(self, ops, ordered):
         self.bulk_writes += 1
         self.recorded_version += 1
-        raise BulkWriteError({"writeErrors": [{"index": i, "code": projections.DUPLICATE_KEY} for i in range(len(ops))]})
+        lost = [{"index": i, "code": projections.DUPLICATE_KEY} for i in range(len(ops))]
+        raise BulkWriteError({"writeErrors": lost})
 
     def find(self, query):
         return [{"_id": pid, **row(self.recorded_version)} for pid in query["_id"]["$in"]]

@@ -84,7 +84,8 @@ def test_a_job_that_keeps_failing_is_dead_lettered_after_the_last_attempt(setup)
     assert setup.run({"work": JobType(handler)}, setup.job()) == jobs.FAILED
     assert handler.calls == runner.MAX_ATTEMPTS
     assert setup.slept == [0.5, 1.0]  # no wait after the last attempt
-    assert setup.dead_letters() == [("job1", {"job_id": "job1", "type": "work", "attempts": 3, "error": "ValueError: bad 3"})]
+    assert setup.dead_letters() == [
+        ("job1", {"job_id": "job1", "type": "work", "attempts": 3, "error": "ValueError: bad 3"})]
     job = setup.stored()
     assert job["status"] == jobs.FAILED
     assert job["error"] == "the job failed after 3 attempts: ValueError: bad 3"
