@@ -7,6 +7,7 @@ reports in the `X-DB-Round-Trips` response header.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from flask import g, has_request_context, request
 from pymongo import MongoClient, monitoring
@@ -58,7 +59,7 @@ def ping(client: MongoClient, timeout_ms: int) -> None:
 class IndexSetup:
     """Creates a service's indexes once per process, retried on first use if the database was down at start."""
 
-    def __init__(self, create: "callable[[Database], None]"):
+    def __init__(self, create: Callable[[Database], None]):
         self._create = create
         self._done = False
         self._lock = threading.Lock()

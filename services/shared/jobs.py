@@ -22,16 +22,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bson import Binary
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from . import storage
 from .api import iso_time
 from .events import TOPIC_JOBS, Publisher
-from . import storage
 
 JOBS, PAYLOADS = "jobs", "job_payloads"
 QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
@@ -46,7 +47,7 @@ def create_indexes(db: Database) -> None:
 
 
 def now() -> dt.datetime:
-    moment = dt.datetime.now(dt.timezone.utc)
+    moment = dt.datetime.now(dt.UTC)
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 

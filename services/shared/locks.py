@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from typing import Iterator
+from collections.abc import Iterator
 
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
@@ -29,7 +29,7 @@ def document_lock(db: Database, name: str, ttl_s: float = 10.0, wait_s: float = 
     deadline = time.monotonic() + wait_s
     delay = 0.002
     while True:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             db[LOCKS].insert_one({"_id": name, "token": token, "expires_at": now + dt.timedelta(seconds=ttl_s)})
             break

@@ -15,8 +15,8 @@ from prometheus_client import (
     Counter,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 
 HTTP_REQUESTS = Counter(
     "scaleshop_http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Callable
+from collections.abc import Callable
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication

@@ -8,7 +8,7 @@ that a no-op where the server's own atomic operators are safe:
 | server | how it is recognised | `$inc`, `findOneAndUpdate`, compare-and-set on `version` |
 | --- | --- | --- |
 | MongoDB (`mongod`, the chart's official image) | `gitVersion` in buildInfo | atomic per document: no locks |
-| mongo-java-server (the local stack) | buildInfo has only version fields | atomic: each collection applies one write at a time: no locks |
+| mongo-java-server (local stack) | only version fields in buildInfo | one write at a time per collection: no locks |
 | FerretDB 1.x | `ferretdb` in buildInfo | an update is a read, then a write: exclusive sections take a lock |
 
 The mongo-java-server and FerretDB rows are proven by concurrency tests against those real
@@ -22,7 +22,6 @@ import contextlib
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import ContextManager
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -40,7 +39,7 @@ class Storage:
     version: str
     atomic_updates: bool
 
-    def exclusive(self, db: Database, name: str) -> ContextManager[None]:
+    def exclusive(self, db: Database, name: str) -> contextlib.AbstractContextManager[None]:
         """A section that reads a document and writes it back must not interleave with another."""
         if self.atomic_updates:
             return contextlib.nullcontext()
@@ -60,7 +59,7 @@ def detect(build_info: dict) -> Storage:
     return Storage(f"unknown ({version})", version, atomic_updates=False)
 
 
-_by_client: "weakref.WeakKeyDictionary[MongoClient, Storage]" = weakref.WeakKeyDictionary()
+_by_client: weakref.WeakKeyDictionary[MongoClient, Storage] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 

@@ -8,7 +8,6 @@ from typing import Annotated
 from bson import ObjectId
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
 
-
 # Control (Cc, but newline and tab), surrogate (Cs) and private-use (Co) characters, as one
 # character class: a regex scans a long text in C, where a loop over unicodedata.category did
 # it in Python (most of the CPU of validating a 10,000-product import). tests/functional/test_bad_input.py
