@@ -119,7 +119,7 @@ class Stack:
                 "MONGODB_DATABASE": "scaleshop",
                 "MEMCACHED_SERVERS": f"127.0.0.1:{lay.memcached_port}",
                 "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{lay.kafka_port}",
-                "USER_SERVICE_URL": lay.gateway_url,
+                "USER_SERVICE_URL": lay.user_service_url,
                 "AUTH_SECRET": self._auth_secret(),
                 "REPLICA_ID": f"{service}-{index}",
                 "BIND_HOST": "127.0.0.1",
@@ -177,11 +177,15 @@ class Stack:
         if proc is not None and proc.alive():
             self._reload_gateway(proc)
             return
-        require_free({"gateway": self.layout.gateway_port})
+        require_free(self._gateway_ports())
         proc = spawn(servers.nginx_command(self.layout), self.layout.log_file("gateway"))
         self.infra["gateway"] = {"proc": proc.to_json(), "port": self.layout.gateway_port}
         self._save()
         wait_http(f"{self.layout.gateway_url}/healthz", 15, proc, "gateway (nginx)")
+
+    def _gateway_ports(self) -> dict[str, int]:
+        """The gateway's listeners: the public one and the user service's internal address."""
+        return {"gateway": self.layout.gateway_port, "gateway user-service": self.layout.user_service_port}
 
     def _reload_gateway(self, master: Proc) -> None:
         """SIGHUP: nginx starts workers with the new config; old ones finish their requests."""
@@ -218,7 +222,7 @@ class Stack:
         lay.log_dir.mkdir(parents=True, exist_ok=True)
         ports = {
             "database": lay.db_port, "memcached": lay.memcached_port, "kafka": lay.kafka_port,
-            "kafka controller": lay.kafka_controller_port, "gateway": lay.gateway_port,
+            "kafka controller": lay.kafka_controller_port, **self._gateway_ports(),
         }
         require_free({name: port for name, port in ports.items()
                       if not self.server_alive(name.split()[0])})
@@ -372,6 +376,9 @@ class Stack:
                 health = "listening" if listening(entry["port"]) else "not listening"
             rows.append({"name": name, "port": entry["port"] if entry else None, "pid": proc.pid if proc else None,
                          "state": "running" if alive else "stopped", "health": health, "cpu_limit": "none"})
+            if name == "gateway":  # its second listener: the user service's internal address
+                rows.append({**rows[-1], "name": "user-service", "port": self.layout.user_service_port if entry else None,
+                             "health": _health(f"{self.layout.user_service_url}/healthz") if alive else "-"})
         for replica in sorted(self.replicas.values(), key=lambda r: (SERVICES.index(r.service), r.index)):
             alive = replica.proc.alive()
             health = _health(f"http://127.0.0.1:{replica.port}/readyz") if alive else "-"

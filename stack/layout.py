@@ -54,6 +54,11 @@ class Layout:
         return 8080 + self.port_offset
 
     @property
+    def user_service_port(self) -> int:
+        """The user service's internal address: the gateway's listener that proxies only to the user replicas."""
+        return 8081 + self.port_offset
+
+    @property
     def db_port(self) -> int:
         return 27017 + self.port_offset
 
@@ -97,3 +102,8 @@ class Layout:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def user_service_url(self) -> str:
+        """USER_SERVICE_URL of the replicas: the user service, not through the public gateway."""
+        return f"http://127.0.0.1:{self.user_service_port}"

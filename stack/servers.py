@@ -1,16 +1,21 @@
 """How to run each real server of the local stack: memcached, the database, Kafka, nginx.
 
 Each `*_command` returns the argv for one server, built from the stack's Layout and
-the binaries that stack/install.sh put in the cache folder.
+the binaries that stack/install.sh put in the cache folder. nginx's configuration is the
+chart's gateway configuration, rendered by helm with the local stack's values.
 """
 from __future__ import annotations
 
 import base64
+import json
+import os
 import shutil
 import subprocess
 import time
 import uuid
 from pathlib import Path
+
+import yaml
 
 from .layout import REPO, Layout
 from .procs import StackError
@@ -202,88 +207,46 @@ def kafka_create_topics(layout: Layout, timeout: float = 60) -> None:
 
 
 # ---- nginx gateway -----------------------------------------------------------------------
+# The gateway's configuration is the chart's (charts/scaleshop/files/nginx.conf): helm renders
+# the chart's gateway ConfigMap with the values below, the local stack's differences only.
 
-def _json_error(status: int, code: str, message: str) -> str:
-    body = '{"error": {"code": "%s", "message": "%s", "details": []}}' % (code, message)
-    return f"default_type application/json; add_header X-Request-ID $req_id always; " \
-           f"add_header X-Served-By gateway always; return {status} '{body}';"
+CHART = REPO / "charts" / "scaleshop"
+GATEWAY_CONFIGMAP = "templates/gateway-configmap.yaml"
+RELEASE = "scaleshop"
 
 
-def nginx_config(layout: Layout, upstreams: dict[str, list[int]], max_body_mb: int = 16) -> str:
-    """The gateway: routes by path prefix (DESIGN.md) and balances across live replicas."""
-    run = layout.run_dir / "nginx"
-    blocks = []
-    for service in ("user", "catalog"):
-        servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=2s;" for port in upstreams.get(service, [])
-        ) or "        server 127.0.0.1:9 down;  # no replica running"
-        # keepalive_timeout below gunicorn's 5 s: nginx never reuses a connection gunicorn closed.
-        blocks.append(f"    upstream {service} {{\n        least_conn;\n{servers}\n        keepalive 64;\n"
-                      f"        keepalive_timeout 4s;\n    }}")
-    upstream_blocks = "\n".join(blocks)
-    return f"""# Written by the local stack (stack/servers.py); rewritten and reloaded on every scale.
-worker_processes 1;
-pid {run}/nginx.pid;
-error_log {layout.log_dir}/gateway.error.log warn;
-events {{ worker_connections 4096; }}
+def helm_env(cache_dir: Path) -> dict[str, str]:
+    """The environment helm runs in: its cache, config and data folders inside the cache folder."""
+    home = cache_dir / "helm-home"
+    return {**os.environ, "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data")}
 
-http {{
-    log_format json escape=json '{{"time":"$time_iso8601","request_id":"$req_id","method":"$request_method",'
-        '"uri":"$request_uri","status":$status,"upstream":"$upstream_addr","duration_s":$request_time}}';
-    access_log {layout.log_dir}/gateway.access.log json buffer=64k flush=1s;
 
-    client_body_temp_path {run}/client_body;
-    proxy_temp_path {run}/proxy;
-    fastcgi_temp_path {run}/fastcgi;
-    uwsgi_temp_path {run}/uwsgi;
-    scgi_temp_path {run}/scgi;
-    client_max_body_size {max_body_mb}m;
-    client_body_buffer_size {max_body_mb}m;   # bodies stay in memory: no temp files
-    proxy_max_temp_file_size 0;
-    server_tokens off;
-
-    map $http_x_request_id $req_id {{
-        default $http_x_request_id;
-        ""      $request_id;
+def gateway_values(layout: Layout, upstreams: dict[str, list[int]]) -> dict:
+    """The chart values (gateway.*) of the local gateway: loopback ports, the stack's folders, the live replicas."""
+    return {"gateway": {
+        "listen": f"127.0.0.1:{layout.gateway_port}",
+        "userServiceListen": f"127.0.0.1:{layout.user_service_port}",
+        "upstreamServers": {service: [f"127.0.0.1:{port}" for port in ports] for service, ports in upstreams.items()},
+        "runDir": str(layout.run_dir / "nginx"),
+        "errorLog": str(layout.log_dir / "gateway.error.log"),
+        "accessLog": str(layout.log_dir / "gateway.access.log"),
+        "accessLogBuffer": "buffer=64k flush=1s",
     }}
 
-{upstream_blocks}
 
-    server {{
-        listen 127.0.0.1:{layout.gateway_port} backlog=4096;
-
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_set_header Host $host;
-        proxy_set_header X-Request-ID $req_id;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_connect_timeout 1s;
-        proxy_read_timeout 60s;
-        # A replica that refuses or drops a connection: retry idempotent requests on another.
-        proxy_next_upstream error timeout http_502;
-        proxy_next_upstream_tries 3;
-
-        location ~ ^/v1/(users|sessions)(/|$) {{ proxy_pass http://user; }}
-        location ~ ^/v1/(products|categories|imports|jobs)(/|$) {{ proxy_pass http://catalog; }}
-        location = /openapi/user.json {{ proxy_pass http://user/openapi.json; }}
-        location = /openapi/catalog.json {{ proxy_pass http://catalog/openapi.json; }}
-        location = /healthz {{ default_type application/json; add_header X-Served-By gateway always; return 200 '{{"status": "ok", "service": "gateway"}}'; }}
-        location / {{ {_json_error(404, "not_found", "no route for this path")} }}
-
-        error_page 400 /__gateway_errors/400;
-        error_page 413 @too_large;
-        error_page 414 /__gateway_errors/414;
-        error_page 494 /__gateway_errors/431;
-        # No replica answered (refused, dropped or timed out): a clear JSON 503, never a bare 502/504.
-        error_page 502 503 504 =503 @unavailable;
-        location = /__gateway_errors/400 {{ internal; {_json_error(400, "bad_request", "the gateway could not parse this request")} }}
-        location = /__gateway_errors/414 {{ internal; {_json_error(414, "uri_too_long", "the request line is too long")} }}
-        location = /__gateway_errors/431 {{ internal; {_json_error(431, "request_header_fields_too_large", "a request header is too large")} }}
-        location @too_large {{ {_json_error(413, "payload_too_large", "the body is larger than the gateway accepts")} }}
-        location @unavailable {{ add_header Retry-After 1 always; {_json_error(503, "service_unavailable", "no replica could answer; retry later")} }}
-    }}
-}}
-"""
+def nginx_config(layout: Layout, upstreams: dict[str, list[int]]) -> str:
+    """The gateway: the chart's nginx.conf, rendered by helm with `gateway_values` (written next to it)."""
+    helm = _need(layout.cache_dir / "bin/helm", "helm")
+    values = layout.run_dir / "nginx" / "values.json"  # JSON is YAML: helm reads it with -f
+    values.parent.mkdir(parents=True, exist_ok=True)
+    values.write_text(json.dumps(gateway_values(layout, upstreams), indent=2))
+    result = subprocess.run([helm, "template", RELEASE, str(CHART), "--show-only", GATEWAY_CONFIGMAP, "-f", str(values)],
+                            capture_output=True, text=True, timeout=60, env=helm_env(layout.cache_dir))
+    if result.returncode != 0:
+        raise StackError(f"helm could not render the gateway's configuration ({CHART / GATEWAY_CONFIGMAP}):\n"
+                         f"{result.stderr}")
+    return yaml.safe_load(result.stdout)["data"]["nginx.conf"]
 
 
 def nginx_command(layout: Layout) -> list[str]:
@@ -294,12 +257,13 @@ def nginx_command(layout: Layout) -> list[str]:
 
 
 def write_nginx_config(layout: Layout, upstreams: dict[str, list[int]]) -> None:
-    run = layout.run_dir / "nginx"
-    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-        (run / sub).mkdir(parents=True, exist_ok=True)
+    """Render the gateway's configuration; it replaces the running one only once `nginx -t` accepts it."""
     layout.log_dir.mkdir(parents=True, exist_ok=True)
-    conf = run / "nginx.conf"
-    conf.write_text(nginx_config(layout, upstreams))
-    result = subprocess.run(nginx_command(layout)[:-2] + ["-t", "-q"], capture_output=True, text=True, timeout=30)
+    conf = layout.run_dir / "nginx" / "nginx.conf"
+    candidate = conf.with_name("nginx.conf.new")
+    candidate.write_text(nginx_config(layout, upstreams))
+    check = [arg if arg != str(conf) else str(candidate) for arg in nginx_command(layout)[:-2]]
+    result = subprocess.run(check + ["-t", "-q"], capture_output=True, text=True, timeout=30)
     if result.returncode != 0:
-        raise StackError(f"nginx rejected its configuration:\n{result.stderr}")
+        raise StackError(f"nginx rejected its configuration ({candidate}):\n{result.stderr}")
+    candidate.replace(conf)

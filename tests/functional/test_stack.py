@@ -36,8 +36,23 @@ def test_status_lists_every_process_with_port_pid_and_health(stack):
         assert name in lines, result.stdout
         assert "running" in lines[name]
     assert lines["gateway"][1] == str(stack.layout.gateway_port)
+    # The gateway's second listener, the user service's internal address (USER_SERVICE_URL).
+    assert lines["user-service"][1:5] == [str(stack.layout.user_service_port), lines["gateway"][2], "running", "ok"]
     assert lines["user-1"][4] == "ready"
     assert int(lines["user-1"][2]) == stack.replicas["user-1"].proc.pid
+
+
+def test_the_user_service_has_an_internal_address_that_is_not_the_gateway(stack, account):
+    """The replicas' USER_SERVICE_URL reaches the user replicas only, not the public edge."""
+    url = stack.layout.user_service_url
+    assert url != stack.layout.gateway_url
+    assert {stack.replica_env(s, 1)["USER_SERVICE_URL"] for s in ("user", "catalog", "worker")} == {url}
+    profile = requests.get(f"{url}/v1/users/{account.id}", timeout=5)
+    assert profile.status_code == 200 and profile.json()["id"] == account.id
+    assert profile.headers["X-Served-By"].startswith("user-")
+    # A catalog path goes to the user service too (which knows no such route): no gateway routing here.
+    products = requests.get(f"{url}/v1/products", timeout=5)
+    assert products.status_code == 404 and products.headers["X-Served-By"].startswith("user-")
 
 
 def test_logs_show_a_replicas_json_lines(stack, gateway):
