@@ -45,6 +45,7 @@ def _print_welcome(layout: Layout) -> None:
     url = layout.gateway_url
     print(f"""
 Scaleshop is up. Gateway: {url}
+(The services reach the user service at {layout.user_service_url}, the gateway's internal listener.)
 
 Try:
   curl -s -X POST {url}/v1/users -H 'Content-Type: application/json' \\

@@ -43,6 +43,7 @@ import yaml
 from services.shared.config import Settings
 from services.shared.events import TOPIC_PARTITIONS
 from stack.procs import free_port
+from stack.servers import helm_env
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "scaleshop"
@@ -93,10 +94,7 @@ MAX_DEFAULT_MEMORY_MI = 2560  # and, by the brief, well below 4 GiB: at most 2.5
 def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: run `make install` (or `bash stack/install.sh helm`)")
-    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "HELM_CACHE_HOME": str(CACHE / "helm-home" / "cache"),
-                                 "HELM_CONFIG_HOME": str(CACHE / "helm-home" / "config"),
-                                 "HELM_DATA_HOME": str(CACHE / "helm-home" / "data")})
+    result = subprocess.run([str(HELM), *args], capture_output=True, text=True, timeout=60, env=helm_env(CACHE))
     if check and result.returncode != 0:
         pytest.fail(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
