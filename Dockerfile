@@ -19,7 +19,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.txt /tmp/requirements.txt
 RUN pip install --upgrade pip \
  && pip install -r /tmp/requirements.txt
-# .dockerignore lets only requirements.txt, services/ and loadgen/ (once it exists) through.
+# .dockerignore lets only requirements.txt, services/ and loadgen/ through.
 COPY . /app
 # Byte-code compiled now: the root filesystem is read-only at run time.
 RUN python -m compileall -q /opt/venv /app

@@ -100,8 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = argparse.ArgumentParser(add_help=False)
     load.add_argument("--mix", type=_mix, default=None,
                       help="journey weights, e.g. browse=40,product=50,signin=2,review=5,import=3 "
-                           f"(default {','.join(f'{k}={v:g}' for k, v in DEFAULT_MIX.items())}; import is "
-                           "left out if the target has no import route)")
+                           f"(default {','.join(f'{k}={v:g}' for k, v in DEFAULT_MIX.items())})")
     load.add_argument("--slo", type=_typed(options.slo, "slo"), default={"p99": 250.0},
                       help="latency objective, e.g. p99=250ms or p50=20ms,p99=200ms (default p99=250ms)")
     load.add_argument("--max-error-rate", type=_typed(options.fraction, "fraction"), default=0.01,

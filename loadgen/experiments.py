@@ -36,9 +36,6 @@ Printer = Callable[[str], None]
 SERVICE_MIX = {"catalog": {"browse": 30, "product": 70}, "user": {"signin": 100}}
 CAPACITY_MIX = {"browse": 40, "product": 60}  # reads: writes make every cached list stale (see README)
 CACHE_SETTINGS = {"off": "", "queries": "queries", "objects": "objects", "both": "objects,queries"}
-IMPORT_MISSING = ("POST /v1/imports answered 404: this target has no import route yet (DESIGN.md \"Jobs\": "
-                  "POST /v1/imports, GET /v1/jobs/{id}). Deploy a catalog with imports, or leave `import` out "
-                  "of --mix.")
 
 
 def _now() -> str:
@@ -49,24 +46,12 @@ def _now() -> str:
 # Preparation
 # ------------------------------------------------------------------------------------------
 
-async def imports_available(client: Client) -> bool:
-    """Ask the import route with an invalid body: 404 means absent; 400/401/415/422 mean present."""
-    response = await client.request("POST", "/v1/imports", {"probe": True})
-    return response.status not in (404, 405)
-
-
 def prepare_workload(target: Target, seed: int, users: int, tokens: int, import_size: int,
                      mix: dict[str, float] | None, printer: Printer) -> tuple[Workload, dict[str, float]]:
     async def go():
         client = Client(target.host, target.port, max_connections=8, timeout=30)
         try:
             chosen = dict(DEFAULT_MIX) if mix is None else dict(mix)
-            if "import" in chosen and not await imports_available(client):
-                if mix is not None:
-                    raise TargetError(IMPORT_MISSING)
-                printer("note: POST /v1/imports answered 404 on this target; the default mix runs without "
-                        "the import journey")
-                chosen.pop("import")
             writes = any(k in chosen for k in ("review", "import"))
             workload = await discover(client, seed, users, max_products=50_000, tokens=tokens if writes else 0,
                                       import_size=import_size)
@@ -463,8 +448,6 @@ async def _import_round(client: Client, token: str, size: int, jobs: int, job_ti
             submitted.append({"size": size, "status": "submit failed", "error": str(exc)})
             continue
         submit_ms = (time.monotonic() - start) * 1000
-        if response.status == 404:
-            raise TargetError(IMPORT_MISSING)
         if response.status != 202:
             hint = " (the body is larger than the service accepts: MAX_BODY_BYTES)" if response.status == 413 else ""
             submitted.append({"size": size, "status": "rejected", "http_status": response.status,
@@ -509,9 +492,6 @@ async def _import_round(client: Client, token: str, size: int, jobs: int, job_ti
 def run_async(args, target: Target, printer: Printer) -> dict:
     async def setup() -> tuple[Client, str]:
         client = Client(target.host, target.port, max_connections=max(8, args.jobs * 2), timeout=60)
-        if not await imports_available(client):
-            client.close()
-            raise TargetError(IMPORT_MISSING)
         _, token = await sign_in(client, args.seed, 0)
         # One submission first, not measured: connections, caches and the producer get warm.
         await client.request("POST", "/v1/imports", data.import_batch(1, "warm", random.Random(0)),

@@ -95,7 +95,7 @@ def values_config_block() -> str:
         "config:",
     ]
     for name, info in tunable_settings().items():
-        lines += [f"  # {line}" for line in textwrap.wrap(info.description, 92)]
+        lines += [f"  # {line}" for line in textwrap.wrap(info.description or "", 92)]
         lines.append(f"  {name}: {_yaml_scalar(_env_value(info.default))}")
     return "\n".join(lines) + "\n"
 

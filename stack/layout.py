@@ -6,11 +6,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from services.shared.config import tunable_settings
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICES = ("user", "catalog", "worker")
-HTTP_SERVICES = ("user", "catalog")
+# The Python services, and those the gateway routes HTTP to: the chart's `components` map.
+_COMPONENTS = yaml.safe_load((REPO / "charts" / "scaleshop" / "values.yaml").read_text())["components"]
+SERVICES = tuple(name for name, part in _COMPONENTS.items() if part.get("service"))
+HTTP_SERVICES = tuple(name for name, part in _COMPONENTS.items() if part.get("http"))
 DEFAULT_REPLICAS = {"user": 2, "catalog": 2, "worker": 2}
 MAX_REPLICAS = 50
 
@@ -31,7 +35,7 @@ class Layout:
     port_offset: int = 0
 
     @classmethod
-    def from_env(cls) -> "Layout":
+    def from_env(cls) -> Layout:
         return cls(
             run_dir=Path(os.environ.get("SCALESHOP_RUN_DIR", REPO / ".stack")).resolve(),
             cache_dir=Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve(),

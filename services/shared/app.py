@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -47,7 +47,6 @@ class Resources:
     cache: Cache
     publisher: Publisher
     indexes: dbmod.IndexSetup | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def db(self) -> Database:

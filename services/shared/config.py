@@ -7,9 +7,10 @@ local stack's pass-through list are derived from it.
 from __future__ import annotations
 
 import socket
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.config import JsonDict
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -19,7 +20,7 @@ CachePattern = Literal["objects", "queries"]
 # Marks a setting a deployment wires itself (an address, the replica's identity, a secret): the
 # chart's templates and the local stack set it. Every other setting is tunable: its default is
 # here, and both pass a value given by the operator (chart values `config`, the caller's shell).
-WIRED = {"wired": True}
+WIRED: JsonDict = {"wired": True}
 
 
 class ConfigError(Exception):
@@ -55,14 +56,15 @@ class Settings(BaseSettings):
 
     # Auth
     auth_secret: SecretStr = Field(json_schema_extra=WIRED, description=(
-        "token signing key (required, at least 16 characters); the local stack generates one in "
+        "token signing key, at least 16 characters; the local stack generates one in "
         "`.stack/auth_secret`, the chart one kept in a Secret"))
     token_ttl_seconds: int = Field(86400, ge=60, le=30 * 86400, description="token lifetime")
 
     # Cache
     cache_ttl_seconds: int = Field(300, ge=1, le=30 * 86400, description="cache entry lifetime")
     cache_patterns: Annotated[frozenset[CachePattern], NoDecode] = Field(
-        frozenset({"objects", "queries"}), description="cache patterns in use, comma-separated; empty turns the cache off")
+        frozenset({"objects", "queries"}), description=(
+            "cache patterns in use, comma-separated; empty turns the cache off"))
 
     # Abuse limits (0 turns a limit off)
     rate_limit_per_minute: int = Field(1200, ge=0, le=10_000_000, description=(
@@ -87,7 +89,8 @@ class Settings(BaseSettings):
         "body limit of `POST /v1/imports`"))
     gunicorn_workers: int = Field(2, ge=1, le=64, description="gunicorn processes per replica")
     gunicorn_threads: int = Field(4, ge=1, le=256, description="threads per gunicorn process")
-    gunicorn_timeout: int = Field(30, ge=1, le=3600, description="seconds a request may take before gunicorn restarts its worker")
+    gunicorn_timeout: int = Field(30, ge=1, le=3600, description=(
+        "seconds a request may take before gunicorn restarts its worker"))
     gunicorn_graceful_timeout: int = Field(20, ge=1, le=3600, description=(
         "seconds in-flight requests get to finish on SIGTERM"))
     gunicorn_keepalive: int = Field(5, ge=0, le=3600, description="seconds an idle keep-alive connection stays open")
@@ -132,10 +135,10 @@ def env_name(field: str) -> str:
 def tunable_settings() -> dict[str, FieldInfo]:
     """The settings an operator may set (env name -> field), in the order Settings declares them."""
     return {env_name(name): info for name, info in Settings.model_fields.items()
-            if not (info.json_schema_extra or {}).get("wired")}
+            if info.json_schema_extra is not WIRED}
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the environment (plus explicit overrides); raise ConfigError naming each bad variable."""
     try:
         return Settings(**overrides)
