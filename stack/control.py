@@ -377,7 +377,8 @@ class Stack:
             rows.append({"name": name, "port": entry["port"] if entry else None, "pid": proc.pid if proc else None,
                          "state": "running" if alive else "stopped", "health": health, "cpu_limit": "none"})
             if name == "gateway":  # its second listener: the user service's internal address
-                rows.append({**rows[-1], "name": "user-service", "port": self.layout.user_service_port if entry else None,
+                rows.append({**rows[-1], "name": "user-service",
+                             "port": self.layout.user_service_port if entry else None,
                              "health": _health(f"{self.layout.user_service_url}/healthz") if alive else "-"})
         for replica in sorted(self.replicas.values(), key=lambda r: (SERVICES.index(r.service), r.index)):
             alive = replica.proc.alive()

@@ -241,8 +241,8 @@ def nginx_config(layout: Layout, upstreams: dict[str, list[int]]) -> str:
     values = layout.run_dir / "nginx" / "values.json"  # JSON is YAML: helm reads it with -f
     values.parent.mkdir(parents=True, exist_ok=True)
     values.write_text(json.dumps(gateway_values(layout, upstreams), indent=2))
-    result = subprocess.run([helm, "template", RELEASE, str(CHART), "--show-only", GATEWAY_CONFIGMAP, "-f", str(values)],
-                            capture_output=True, text=True, timeout=60, env=helm_env(layout.cache_dir))
+    command = [helm, "template", RELEASE, str(CHART), "--show-only", GATEWAY_CONFIGMAP, "-f", str(values)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=helm_env(layout.cache_dir))
     if result.returncode != 0:
         raise StackError(f"helm could not render the gateway's configuration ({CHART / GATEWAY_CONFIGMAP}):\n"
                          f"{result.stderr}")

@@ -693,7 +693,7 @@ def test_the_gateway_error_bodies_are_written_once():
     conf = chart_nginx_conf(render())
     bodies = re.findall(r"return (\d+) '(\{\"error\".*?)';", conf)
     assert {status for status, _ in bodies} == {"400", "404", "413", "414", "431", "503"}
-    for status, body in bodies:
+    for _, body in bodies:
         error = json.loads(body)["error"]
         assert set(error) == {"code", "message", "details"} and error["details"] == []
     template = NGINX_TEMPLATE.read_text()
