@@ -9,7 +9,7 @@
 #   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`: the previous
 #                           local database, kept to migrate old data folders and for `make bench`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
-#   .cache/bin/helm         Helm 3, built with `go install` (chart checks of `make test`, kind-up)
+#   .cache/bin/helm         Helm 3, built with `go install` (the local gateway's nginx.conf, chart checks, kind-up)
 #   .cache/postgresql/      Debian's PostgreSQL 15, unpacked: only for `make bench` (FerretDB on
 #                           PostgreSQL); not a default part, `make bench` asks for it
 #
