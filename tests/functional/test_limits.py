@@ -1,4 +1,5 @@
-"""Abuse limits: shared rate limits, timeouts on stalled dependencies, no secrets in logs."""
+"""Abuse limits: shared rate limits per rule of the policy, internal calls never counted, timeouts on
+stalled dependencies, no secrets in logs."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,9 @@ from tests.functional.api_checks import assert_error, create_product, unique_slu
 from tests.functional.conftest import replica_url, sign_up
 
 TIMEOUT = 15
+READS, WRITES, SIGN_INS = 12, 6, 4  # per client per minute on the limited replicas
+LOW_LIMITS = {"RATE_LIMIT_READS_PER_MINUTE": str(READS), "RATE_LIMIT_PER_MINUTE": str(WRITES),
+              "RATE_LIMIT_AUTH_PER_MINUTE": str(SIGN_INS)}
 
 
 @pytest.fixture
@@ -22,8 +26,7 @@ def limited_user_replicas(stack):
     names = []
     try:
         for index in (8, 9):
-            replica = stack.run_extra_replica("user", index, {"RATE_LIMIT_PER_MINUTE": "12",
-                                                              "RATE_LIMIT_AUTH_PER_MINUTE": "4"})
+            replica = stack.run_extra_replica("user", index, LOW_LIMITS)
             names.append(replica.name)
         yield [replica_url(stack, name) for name in names]
     finally:
@@ -69,9 +72,9 @@ def test_limit_is_shared_by_every_replica_and_answers_429_with_retry_after(limit
 
     passed, refused = _in_one_window(check)
     assert refused is not None, "never limited"
-    assert passed == 12  # counted across both replicas, not 12 each
+    assert passed == READS  # counted across both replicas, not READS each
     body = assert_error(refused, 429, "too_many_requests")
-    assert "12 per minute" in body["message"]
+    assert f"{READS} per minute for reads" in body["message"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     other_client = {"X-Forwarded-For": f"{client['X-Forwarded-For']}, 192.0.2.77"}  # the last hop is the client
     assert requests.get(f"{limited_user_replicas[0]}/v1/users/{'0' * 24}", headers=other_client,
@@ -90,7 +93,7 @@ def test_sign_in_has_a_tighter_limit_of_its_own(limited_user_replicas):
             lambda url: requests.post(f"{url}/v1/sessions", json=body, headers=client, timeout=TIMEOUT), most=20)
 
     passed, refused = _in_one_window(check)
-    assert passed == 4 and refused is not None
+    assert passed == SIGN_INS and refused is not None
     assert "sign-in and sign-up" in refused.json()["error"]["message"]
 
 
@@ -107,7 +110,54 @@ def test_signed_in_users_are_counted_apart_from_their_address(limited_user_repli
             counts.append(passed)
         return counts
 
-    assert _in_one_window(check) == [12, 12]
+    assert _in_one_window(check) == [READS, READS]
+
+
+def test_writes_have_a_limit_of_their_own_per_user(limited_user_replicas, gateway):
+    def check():
+        account = sign_up(gateway)
+        writes = _until_limited(
+            limited_user_replicas,
+            lambda url: requests.patch(f"{url}/v1/users/me", json={"bio": "busy"}, headers=account.auth,
+                                       timeout=TIMEOUT), most=WRITES + 4)
+        read_after = requests.get(f"{limited_user_replicas[0]}/v1/users/me", headers=account.auth, timeout=TIMEOUT)
+        return writes, read_after
+
+    (passed, refused), read_after = _in_one_window(check)
+    assert passed == WRITES and refused is not None
+    assert f"{WRITES} per minute for writes" in refused.json()["error"]["message"]
+    assert read_after.status_code == 200  # reads are counted apart
+
+
+@pytest.fixture
+def catalog_calling_a_limited_user_replica(stack, limited_user_replicas):
+    """An extra catalog replica (no limits of its own) whose USER_SERVICE_URL is one limited user replica."""
+    replica = stack.run_extra_replica("catalog", 8, {"USER_SERVICE_URL": limited_user_replicas[0]})
+    try:
+        yield replica_url(stack, replica.name), limited_user_replicas[0]
+    finally:
+        stack.stop_extra_replica(replica.name)
+
+
+def test_internal_calls_are_never_counted_against_a_client(catalog_calling_a_limited_user_replica, gateway):
+    """More product-page misses than the user replica's read limit, each making one profile call to it from
+    the catalog's address: all answered, and that address's own edge limit is untouched."""
+    catalog, user = catalog_calling_a_limited_user_replica
+    seller = sign_up(gateway)
+
+    def check():  # new products each time: their pages are misses
+        products = [create_product(gateway, seller.auth, unique_slug()) for _ in range(READS * 2)]
+        pages = [requests.get(f"{catalog}/v1/products/{p['id']}", timeout=TIMEOUT) for p in products]
+        # The same address (loopback, no X-Forwarded-For: as the catalog's calls arrive) at the edge:
+        edge_passed, _ = _until_limited([user], lambda url: requests.get(
+            f"{url}/v1/users/{seller.id}", timeout=TIMEOUT), most=READS + 4)
+        return pages, edge_passed
+
+    pages, edge_passed = _in_one_window(check)
+    assert [page.status_code for page in pages] == [200] * READS * 2
+    assert {page.headers["X-Cache"] for page in pages} == {"miss"}  # each made its profile call
+    assert all(page.json()["seller"]["id"] == seller.id for page in pages)
+    assert edge_passed == READS
 
 
 def _signal_server(stack, name: str, sig: int) -> None:
