@@ -109,7 +109,7 @@ def value_args(files=(), sets=()) -> list[str]:
     return args
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def render(value_set: str = "default", kube: str = NEWEST_KUBE, sets: tuple[str, ...] = ()) -> tuple[dict, ...]:
     out = helm("template", RELEASE, str(CHART), "-n", NAMESPACE, "--kube-version", kube,
                *value_args(VALUE_SETS[value_set], sets)).stdout
@@ -190,7 +190,8 @@ def container_env(objs, workload: dict, container: dict) -> dict[str, str | None
 
 def env_names_read_by_code() -> set[str]:
     """Variables the services read directly (os.environ / os.getenv), besides Settings."""
-    pattern = re.compile(r"""os\.(?:environ\.get|getenv|environ\[|environ\.setdefault)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
+    pattern = re.compile(
+        r"""os\.(?:environ\.get|getenv|environ\[|environ\.setdefault)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
     names = set()
     for path in (REPO / "services").rglob("*.py"):
         names |= set(pattern.findall(path.read_text()))
@@ -256,10 +257,11 @@ def test_every_object_has_the_standard_labels(objs):
     for obj in objs:
         labels = obj["metadata"].get("labels", {})
         # Objects of the release as a whole (shared ConfigMap, Secrets, ServiceAccount) have no component.
-        optional = {"app.kubernetes.io/component"} if obj["kind"] in ("ConfigMap", "Secret", "ServiceAccount") else set()
+        release_wide = obj["kind"] in ("ConfigMap", "Secret", "ServiceAccount")
+        optional = {"app.kubernetes.io/component"} if release_wide else set()
         if obj["kind"] == "NetworkPolicy" and obj["metadata"]["name"] == f"{RELEASE}-default":
             optional = {"app.kubernetes.io/component"}  # the policy of every pod of the release
-        missing = [l for l in STANDARD_LABELS if l not in labels and l not in optional]
+        missing = [label for label in STANDARD_LABELS if label not in labels and label not in optional]
         assert not missing, f"{obj['kind']} {obj['metadata']['name']} lacks {missing}"
         assert labels["app.kubernetes.io/instance"] == RELEASE
         assert labels["app.kubernetes.io/managed-by"] == "Helm"
@@ -268,13 +270,14 @@ def test_every_object_has_the_standard_labels(objs):
 def test_pods_carry_the_labels_their_selectors_and_services_use(objs):
     for obj in of_kind(objs, *WORKLOAD_KINDS):
         labels = pod_labels(obj)
-        assert all(l in labels for l in STANDARD_LABELS), obj["metadata"]["name"]
+        assert all(label in labels for label in STANDARD_LABELS), obj["metadata"]["name"]
         selector = obj["spec"]["selector"]["matchLabels"]
         assert selector.items() <= labels.items(), obj["metadata"]["name"]
         assert "app.kubernetes.io/version" not in selector and "helm.sh/chart" not in selector, \
             "selectors are immutable: they must not contain labels that change with the chart version"
     for svc in of_kind(objs, "Service"):
-        targets = [w for w in of_kind(objs, *WORKLOAD_KINDS) if svc["spec"]["selector"].items() <= pod_labels(w).items()]
+        targets = [w for w in of_kind(objs, *WORKLOAD_KINDS)
+                   if svc["spec"]["selector"].items() <= pod_labels(w).items()]
         assert len(targets) == 1, f"Service {svc['metadata']['name']} selects {len(targets)} workloads"
         port_names = {p["name"] for c in containers(targets[0]) for p in c.get("ports", [])}
         for port in svc["spec"]["ports"]:
@@ -476,7 +479,8 @@ def test_a_service_config_overrides_the_release_config_for_that_service_only(mon
     assert {s.cache_patterns for s in loaded.values()} == {frozenset({"objects"})}
     assert loaded["user"].gunicorn_threads == 7
     default_threads = Settings.model_fields["gunicorn_threads"].default
-    assert [loaded[s].gunicorn_threads for s in APP_SERVICES if s != "user"] == [default_threads] * (len(APP_SERVICES) - 1)
+    others = [s for s in APP_SERVICES if s != "user"]
+    assert [loaded[s].gunicorn_threads for s in others] == [default_threads] * len(others)
 
 
 @pytest.mark.parametrize("value_set", VALUE_SETS)
@@ -590,7 +594,7 @@ def test_topics_job_creates_the_topics_of_the_code():
     # The broker never creates topics on its own, like the local stack's.
     props = named(objs, "ConfigMap", f"{RELEASE}-kafka")["data"]["server.properties"]
     assert "auto.create.topics.enable=false" in props
-    assert f"image: apache/kafka:3.9.1" in yaml.safe_dump(named(objs, "StatefulSet", f"{RELEASE}-kafka"))
+    assert "image: apache/kafka:3.9.1" in yaml.safe_dump(named(objs, "StatefulSet", f"{RELEASE}-kafka"))
 
 
 # ---- the gateway: one nginx.conf for the chart and the local stack -------------------------
@@ -819,14 +823,15 @@ def test_loadgen_job_runs_the_load_generator_against_the_gateway():
     # It may scale this release's Deployments, and nothing else.
     role = named(objs, "Role", f"{RELEASE}-loadgen")
     assert {r for rule in role["rules"] for r in rule["resources"]} == {"deployments", "deployments/scale", "pods"}
-    assert pod_spec(job)["serviceAccountName"] == named(objs, "RoleBinding", f"{RELEASE}-loadgen")["subjects"][0]["name"]
+    binding = named(objs, "RoleBinding", f"{RELEASE}-loadgen")
+    assert pod_spec(job)["serviceAccountName"] == binding["subjects"][0]["name"]
     from loadgen.cli import build_parser
 
     for value_set, sets in (("default", ("loadgen.enabled=true",)), ("production", ())):
         (job,) = [j for j in of_kind(render(value_set, NEWEST_KUBE, sets), "Job") if component(j) == "loadgen"]
         (c,) = pod_spec(job)["containers"]
         env = {e["name"]: e.get("value") or "x" for e in c["env"]}
-        args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in c["args"]]
+        args = [re.sub(r"\$\((\w+)\)", lambda m, env=env: env[m.group(1)], a) for a in c["args"]]
         build_parser().parse_args(args)  # exits (SystemExit) on arguments loadgen does not accept
 
 
@@ -839,10 +844,12 @@ def test_notes_tell_how_to_reach_the_gateway_and_scale(tmp_path):
     for path in list((chart / "templates").rglob("*.yaml")):
         path.unlink()
     notes = (chart / "templates" / "NOTES.txt")
-    (chart / "templates" / "_notes.tpl").write_text('{{- define "test.notes" -}}\n' + notes.read_text() + "{{- end }}\n")
+    (chart / "templates" / "_notes.tpl").write_text(
+        '{{- define "test.notes" -}}\n' + notes.read_text() + "{{- end }}\n")
     notes.unlink()
     (chart / "templates" / "notes.yaml").write_text(
-        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\ndata:\n  notes: {{ include "test.notes" . | toJson }}\n')
+        'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n'
+        'data:\n  notes: {{ include "test.notes" . | toJson }}\n')
     for value_set, expected in (("kind", "http://127.0.0.1:8090"), ("default", "port-forward svc/scaleshop-gateway"),
                                 ("production", "EXTERNAL-IP")):
         out = helm("template", RELEASE, str(chart), "-n", NAMESPACE, *value_args(VALUE_SETS[value_set])).stdout
@@ -889,7 +896,8 @@ BAD_VALUES = [
     (("gateway.service.type=Ingress",), "at '/gateway/service/type'"),
     (("mongodb.enabled=false",), "mongodb.enabled=false needs externalMongodbUrl"),
     (("kafka.enabled=false",), "kafka.enabled=false needs externalKafkaBootstrapServers"),
-    (("user.autoscaling.enabled=true", "user.autoscaling.maxReplicas=1"), "maxReplicas (1) must be >= user.autoscaling.minReplicas (2)"),
+    (("user.autoscaling.enabled=true", "user.autoscaling.maxReplicas=1"),
+     "maxReplicas (1) must be >= user.autoscaling.minReplicas (2)"),
     (("catalog.terminationGracePeriodSeconds=20",), "catalog.terminationGracePeriodSeconds (20) must be larger"),
     (("gateway.maxBodyMb=4",), "MAX_IMPORT_BYTES (16777216) is larger than the gateway accepts"),
     (("mongodb.enabled=false", "externalMongodbUrl=mongodb://db.example.internal:27017/"),
@@ -946,7 +954,8 @@ def test_dockerfile_builds_one_non_root_image_from_a_pinned_base():
     assert users and users[-1].split(":")[0].isdigit() and users[-1].split(":")[0] != "0"
     assert int(users[-1].split(":")[0]) == yaml.safe_load((CHART / "values.yaml").read_text())["runAsUser"]
     assert "requirements.txt" in text
-    ignore = [l.strip() for l in (REPO / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     assert ignore[0] == "*" and {"!services/", "!loadgen/", "!requirements.txt"} <= set(ignore)
 
 
