@@ -100,7 +100,8 @@ def review_plan(seed: int, products: int, users: int, reviews: int) -> list[tupl
     popularity = Zipf(products, 1.0)
     order = list(range(products))
     random.Random(f"popularity:{seed}").shuffle(order)  # rank -> product index
-    plan, seen = [], set()
+    plan: list[tuple[int, int, int, str]] = []
+    seen: set[tuple[int, int]] = set()
     budget = reviews * 20
     while len(plan) < min(reviews, products * users) and budget > 0:
         budget -= 1

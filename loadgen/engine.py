@@ -29,8 +29,8 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from . import stats
 from .http import Client
@@ -228,7 +228,8 @@ async def _worker(index: int, cfg: RunConfig, workload: Workload, t0: float, emi
     final.update(type="tick", worker=index, k=math.ceil(time.monotonic() - t0 + 1e-9), inflight=0,
                  lag_ms=round(state["lag"] * 1000, 2), final=True)
     emit(final)
-    return {"wire": rec.to_wire(), "window_ok": journeys.window_ok, "journeys_ok": state["journeys_ok"], "cpu_seconds": time.process_time() - cpu_start,
+    return {"wire": rec.to_wire(), "window_ok": journeys.window_ok, "journeys_ok": state["journeys_ok"],
+            "cpu_seconds": time.process_time() - cpu_start,
             "max_lag_ms": round(state["max_lag"] * 1000, 2), "dispatched": state["dispatched"],
             "backlog": state["backlog"], "crash": state["crash"], "crashes": state["crashes"],
             "connects": client.pool.connects}
@@ -305,7 +306,7 @@ def run_load(cfg: RunConfig, workload: Workload, printer: Callable[[str], None] 
     cfg.check()
     progress = Progress(cfg, cfg.processes, printer)
     results: list[dict] = []
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     if cfg.processes == 1:
         t0 = time.monotonic() + 0.2
         results.append(run_loop(_worker(0, cfg, workload, t0, progress.add)))
@@ -387,10 +388,12 @@ def summarize(cfg: RunConfig, workload: Workload, results: list[dict], timeline:
     if merged.errors.get("status 429"):
         warnings.append(f"{merged.errors['status 429']} requests were refused with 429: the target rate-limits this "
                         "client, so this run measures the rate limiter. Turn it off for load tests "
-                        "(RATE_LIMIT_PER_MINUTE=0 and RATE_LIMIT_AUTH_PER_MINUTE=0 on user and catalog).")
+                        "(RATE_LIMIT_READS_PER_MINUTE=0, RATE_LIMIT_PER_MINUTE=0 and RATE_LIMIT_AUTH_PER_MINUTE=0 "
+                        "on user and catalog).")
     crashes = sum(p["crashes"] for p in results)
     if crashes:
-        warnings.append(f"{crashes} journeys failed on an unexpected answer, e.g. {next(p['crash'] for p in results if p['crash'])}")
+        example = next(p["crash"] for p in results if p["crash"])
+        warnings.append(f"{crashes} journeys failed on an unexpected answer, e.g. {example}")
     offered = cfg.rate if cfg.mode == "open" else None
     journey_rate = sum(p["journeys_ok"] for p in results) / cfg.duration
     # Kept up: journeys finished at (nearly) the rate they were started, failures aside (one journey

@@ -45,7 +45,7 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One TCP connection; parses one response at a time."""
 
-    def __init__(self, pool: "Pool"):
+    def __init__(self, pool: Pool):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
@@ -230,7 +230,7 @@ class Pool:
             _, conn = await asyncio.wait_for(
                 self.loop.create_connection(lambda: _Connection(self), self.host, self.port),
                 self.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HttpError("connect", f"connect to {self.host}:{self.port} timed out") from None
         except ConnectionRefusedError:
             raise HttpError("refused", f"connection to {self.host}:{self.port} refused") from None
@@ -360,7 +360,7 @@ class Client:
                     conn = await asyncio.wait_for(pool.acquire(), remaining)
                 else:
                     conn = await pool.acquire()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise HttpError("timeout", "timed out waiting for a free connection") from None
             reused = conn.used > 0
             future = conn.send(raw, method)

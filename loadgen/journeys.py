@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from . import data
 from .http import Client, HttpError, Response, build_request

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .target import Target, TargetError, UsageError
 

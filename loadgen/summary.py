@@ -25,9 +25,9 @@ def print_run(result: dict) -> None:
               f"DB round trips per request {cache.get('db_round_trips_per_request')}")
     width = max((len(n) for n in result["by_request"]), default=10)
     for name, row in result["by_request"].items():
-        l = row["latency_ms"]
-        print(f"  {name:<{width}}  n={l.get('count', 0):<6} p50 {fmt_ms(l.get('p50')):>9}  "
-              f"p99 {fmt_ms(l.get('p99')):>9}  status {row['status']}"
+        latency = row["latency_ms"]
+        print(f"  {name:<{width}}  n={latency.get('count', 0):<6} p50 {fmt_ms(latency.get('p50')):>9}  "
+              f"p99 {fmt_ms(latency.get('p99')):>9}  status {row['status']}"
               + (f"  errors {row['errors']}" if row["errors"] else ""))
     slo = result["slo"]
     print("SLO met" if slo["met"] else "SLO missed: " + "; ".join(slo["violations"]))

@@ -12,7 +12,6 @@ import socket
 import urllib.parse
 from dataclasses import dataclass
 
-
 _LABEL = re.compile(r"^[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 
 
@@ -83,7 +82,7 @@ def check_reachable(target: Target, timeout: float = 3.0) -> None:
             head = sock.recv(64)
     except ConnectionRefusedError:
         raise TargetError(f"cannot reach {target}: connection refused. Is the stack up? (make up)") from None
-    except socket.timeout:
+    except TimeoutError:
         raise TargetError(f"cannot reach {target}: no answer within {timeout:g}s") from None
     except OSError as exc:
         raise TargetError(f"cannot reach {target}: {exc.strerror or exc}") from None

@@ -21,7 +21,7 @@ import collections
 import contextlib
 import threading
 import time
-from typing import Callable, ContextManager
+from collections.abc import Callable
 
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.database import Database
@@ -30,10 +30,10 @@ from pymongo.errors import DuplicateKeyError
 WRITERS = 8
 TOTAL = 1600
 ROUNDS = 50
-Section = Callable[[str], ContextManager[None]]
+Section = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
-def _no_lock(_name: str) -> ContextManager[None]:
+def _no_lock(_name: str) -> contextlib.AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -142,8 +142,8 @@ def cas_race(db: Database, writers: int = WRITERS, total: int = TOTAL, section: 
             "misses_retried": misses, "errors": errors.count, "error_kinds": errors.as_json(),
             "seconds": round(seconds, 2), "timed_out": timed_out,
             "ok": final == successes == total and not errors.count,
-            "summary": f"{successes} reported successes, final {final}" + (f", {errors.count} errors" if errors.count
-                                                                           else "") + (", timed out" if timed_out else "")}
+            "summary": f"{successes} reported successes, final {final}"
+                       + (f", {errors.count} errors" if errors.count else "") + (", timed out" if timed_out else "")}
 
 
 def fam_race(db: Database, writers: int = WRITERS, total: int = TOTAL, section: Section | None = None,

@@ -15,6 +15,7 @@ printed, and `python -m loadgen.bench.db_table` turns the JSON into the README's
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import os
@@ -22,8 +23,8 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -104,7 +105,8 @@ def timed(call: Callable[[], object], deadline: float, reps: int = REPS) -> dict
         call()
         samples.append((time.perf_counter() - t0) * 1000)
         spent = time.monotonic() - began
-        if (spent > SHAPE_CAP_S and len(samples) >= MIN_REPS) or spent > SHAPE_HARD_CAP_S or time.monotonic() > deadline:
+        if ((spent > SHAPE_CAP_S and len(samples) >= MIN_REPS) or spent > SHAPE_HARD_CAP_S
+                or time.monotonic() > deadline):
             break
     ordered = sorted(samples)
     return {"median_ms": round(statistics.median(ordered), 2),
@@ -119,7 +121,8 @@ def measure_size(db: Database, products: int, deadline: float) -> dict:
     largest = loaded["category_sizes"][loaded["largest_category"]]
     hot = store.find_product(db, loaded["hot_product"])
     ids = {**loaded, "hot_category": hot["category"], "profile_ids": loaded["user_ids"][:100],
-           "deep_page": max(1, math.ceil(products / per_page) - 1), "deep_category_page": max(1, math.ceil(largest / per_page) - 1)}
+           "deep_page": max(1, math.ceil(products / per_page) - 1),
+           "deep_category_page": max(1, math.ceil(largest / per_page) - 1)}
     log(f"  {products} products loaded in {load_s:.1f}s (hot product: {loaded['hot_product_reviews']} reviews; "
         f"largest category {loaded['largest_category']}: {largest})")
     queries: dict[str, dict] = {}
@@ -128,14 +131,15 @@ def measure_size(db: Database, products: int, deadline: float) -> dict:
             queries[key] = {"skipped": "the server's time budget ran out"}
             continue
         try:
-            queries[key] = timed(lambda: call(db, ids), deadline)
+            queries[key] = timed(functools.partial(call, db, ids), deadline)
         except Exception as exc:  # noqa: BLE001 - a query a server cannot run is a result
             queries[key] = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
     queries["bulk_insert_1000"] = _bulk_insert(db, products, deadline)
     shown = ", ".join(f"{k.removeprefix('list_')} {v['median_ms']:.0f}" for k, v in queries.items() if "median_ms" in v)
     log(f"  {products}: medians in ms: {shown}")
     return {"load_s": round(load_s, 1), "products": products, "users": len(loaded["user_ids"]),
-            "reviews": db[store.REVIEWS].estimated_document_count(), "hot_product_reviews": loaded["hot_product_reviews"],
+            "reviews": db[store.REVIEWS].estimated_document_count(),
+            "hot_product_reviews": loaded["hot_product_reviews"],
             "category_sizes": loaded["category_sizes"], "deep_page": ids["deep_page"],
             "deep_category_page": ids["deep_category_page"], "queries": queries}
 
@@ -231,7 +235,7 @@ def run(out: Path, port_offset: int, cache_dir: Path, servers: list[str] | None 
     root.chmod(0o711)  # PostgreSQL runs as an unprivileged user and must reach its folder
     started = time.monotonic()
     result = {"kind": "database-bench", "schema": 1,
-              "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+              "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
               "sizes": list(sizes), "writers": concurrency.WRITERS, "ops": concurrency.TOTAL,
               "rounds": concurrency.ROUNDS, "adapter_ops": ADAPTER_OPS,

@@ -47,7 +47,7 @@ def create_indexes(db: Database) -> None:
 def load(db: Database, products: int) -> dict:
     """Fill an empty database with `products` products and what goes with them; ids to query."""
     create_indexes(db)
-    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     user_ids = _insert_users(db, users_for(products), now)
     product_ids: list[str] = []
     for start in range(0, products, BATCH):
@@ -126,5 +126,6 @@ def _insert_jobs_and_outbox(db: Database, products: int, user_ids: list[str], no
                      "published": not waiting, "created_at": created, "updated_at": created})
     db[jobs.JOBS].insert_many(docs, ordered=False)
     db[outbox.OUTBOX].insert_many([{"_id": f"bench-event-{i:05d}", "topic": "catalog.events", "key": "bench",
-                                    "value": {"type": "product.updated"}, "created_at": now - dt.timedelta(seconds=60 - i)}
+                                    "value": {"type": "product.updated"},
+                                    "created_at": now - dt.timedelta(seconds=60 - i)}
                                    for i in range(max(10, products // 100))], ordered=False)

@@ -68,7 +68,8 @@ def tables(result: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                              + [f"buildInfo {versions.get('server', '?')}"])
         rows.append([f"{server['label']} ({reported})", f"{server['start_s']:.1f} s", _restart(server),
                      _check(checks.get("inc")), _check(checks.get("cas")), _check(checks.get("fam")),
-                     _check(checks.get("unique")), through + (f"; error: {server['error']}" if server.get("error") else "")])
+                     _check(checks.get("unique")),
+                     through + (f"; error: {server['error']}" if server.get("error") else "")])
     query_header = ["query: median / p90, ms"] + [f"{s['name']}, {int(size):,}" for s in up for size in sizes]
     query_rows = [[shape["label"]] + [_cell(s["sizes"].get(size, {}).get("queries", {}).get(shape["key"]))
                                       for s in up for size in sizes] for shape in result["shapes"]]

@@ -41,7 +41,7 @@ def category_count(gateway: str, slug: str) -> int:
 def _event(product_id: str, version: int, category: str, price_cents: int) -> dict:
     return {"type": "product.created" if version == 1 else "product.updated", "product_id": product_id,
             "version": version, "category": category, "price_cents": price_cents, "seller_id": "bench",
-            "rating_count": 0, "rating_sum": 0, "at": dt.datetime.now(dt.timezone.utc).isoformat()}
+            "rating_count": 0, "rating_sum": 0, "at": dt.datetime.now(dt.UTC).isoformat()}
 
 
 def publish(bootstrap: str, events: list[dict]) -> float:
@@ -110,14 +110,15 @@ def measure_rate(stack, log) -> dict:
         log(f"fold: {len(events)} {name} events published in {publish_s:.1f} s; starting 2 workers")
         stack.scale("worker", 2)
         pids = folding_pids(stack)
-        seen = watch_fold(gateway, slug, lambda count: count >= len(events), timeout=600,
-                          cpu=lambda: {part: cpu_seconds(group) for part, group in pids.items()})
+        published = len(events)
+        seen = watch_fold(gateway, slug, lambda count, total=published: count >= total, timeout=600,
+                          cpu=lambda pids=pids: {part: cpu_seconds(group) for part, group in pids.items()})
         first_at, first_count, _ = seen["first"]
         took, folded = seen["end"] - first_at, len(events) - first_count
         rate = folded / took if took > 0 else None
         per_event = {part: round(1000 * used / max(folded, 1), 3) for part, used in seen["cpu"].items()}
-        log(f"fold: {name}: {folded} events folded in {took:.2f} s after the first progress ({rate or 0:.0f} events/s); "
-            f"CPU ms per event {per_event} (load average {os.getloadavg()[0]:.1f})")
+        log(f"fold: {name}: {folded} events folded in {took:.2f} s after the first progress "
+            f"({rate or 0:.0f} events/s); CPU ms per event {per_event} (load average {os.getloadavg()[0]:.1f})")
         result[name] = {"events": len(events), "published_s": round(publish_s, 2), "folded_after_first": folded,
                         "seconds": round(took, 2), "events_per_s": None if rate is None else round(rate),
                         "cpu_ms_per_event": per_event, "load_average": round(os.getloadavg()[0], 1)}

@@ -13,7 +13,7 @@ import json
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 
@@ -96,4 +96,5 @@ def submit_latency(stack, gateway: str, rounds: int, log: Callable[[str], None])
         _quiet(http, gateway, headers, urls, stack)
     log(f"submit latency on a quiet stack: {ms}")
     median = {size: statistics.median(values) for size, values in ms.items()}
-    return {"ms": ms, "median": median, "ratio": median[SIZE] / median[1], "bytes": {k: len(v) for k, v in bodies.items()}}
+    return {"ms": ms, "median": median, "ratio": median[SIZE] / median[1],
+            "bytes": {k: len(v) for k, v in bodies.items()}}

@@ -14,7 +14,7 @@ import json
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 

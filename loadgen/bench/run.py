@@ -409,7 +409,8 @@ class Bench:
         for size, shapes in found.items():
             for shape, label in (("product_list_miss", "product-list"), ("product_page_miss", "product-page")):
                 p50 = shapes[shape].get("p50_ms")
-                self.ratio(f"reads-{shape}-{size}", f"{label} miss p50 at {size:,} products / {reads.P50_TARGET_MS:g} ms",
+                self.ratio(f"reads-{shape}-{size}",
+                           f"{label} miss p50 at {size:,} products / {reads.P50_TARGET_MS:g} ms",
                            None if p50 is None else p50 / reads.P50_TARGET_MS, "≤ 1×",
                            None if p50 is None else p50 <= reads.P50_TARGET_MS,
                            "loadgen/bench/reads.py through the gateway, every sample an X-Cache miss",
@@ -428,15 +429,16 @@ class Bench:
                    f"rounds of {folding.ROUND:,} events (creations into an empty product_index, as many "
                    "again, moves of the latter to another category), each published to catalog.events while the "
                    "workers are stopped, then folded by 2 workers; the slowest round",
-                   note="; ".join(f"{name}: {r['events_per_s']} events/s ({r['folded_after_first']} in {r['seconds']} s), "
+                   note="; ".join(f"{name}: {r['events_per_s']} events/s "
+                                  f"({r['folded_after_first']} in {r['seconds']} s), "
                                   f"CPU ms per event {r['cpu_ms_per_event']}, load average {r['load_average']}"
                                   for name, r in found["rate"].items()), **found["rate"])
         lag = found["import"]["lag_s"]
         self.ratio("fold-lag", f"import events folded after the import ends / {folding.LAG_TARGET:g} s",
                    lag / folding.LAG_TARGET, "≤ 1×", lag <= folding.LAG_TARGET,
                    f"a {folding.IMPORT_SIZE:,}-product import through the API, 2 workers",
-                   note=f"import {found['import']['import_s']} s; {found['import']['folded_at_end']} events folded when "
-                        f"it ended, all {lag} s later", **found["import"])
+                   note=f"import {found['import']['import_s']} s; {found['import']['folded_at_end']} events "
+                        f"folded when it ended, all {lag} s later", **found["import"])
 
     # ------------------------------------------------------------------ all of it
     def main(self) -> None:
@@ -527,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
         code = 1
     finally:
         bench.stop_stack()
-    result = {"kind": "bench", "schema": 1, "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    result = {"kind": "bench", "schema": 1,
+              "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}, "ratios": bench.ratios,
               "details": bench.details,
               "summary": f"{sum(1 for r in bench.ratios if r['value'] is not None)} of {len(bench.ratios)} ratios "

@@ -19,7 +19,7 @@ class StallServer:
         self.first: float | None = None
         self.requests = 0
         self.loop = asyncio.new_event_loop()
-        self.server = None
+        self.server: asyncio.Server | None = None
         self.port = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -48,12 +48,13 @@ class StallServer:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
-        self.port = self.server.sockets[0].getsockname()[1]
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024))
+        self.server = server
+        self.port = server.sockets[0].getsockname()[1]
         self.ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "StallServer":
+    def start(self) -> StallServer:
         self.ready = threading.Event()
         self.thread.start()
         self.ready.wait(5)
