@@ -31,6 +31,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from . import stats
 from .http import Client
@@ -135,8 +136,8 @@ async def _worker(index: int, cfg: RunConfig, workload: Workload, t0: float, emi
     names = list(mix)
     cum = list(itertools.accumulate(mix[n] for n in names))
     inflight: set[asyncio.Task] = set()
-    state = {"lag": 0.0, "max_lag": 0.0, "backlog": 0, "dispatched": 0, "crashes": 0, "crash": "",
-             "journeys_ok": 0}
+    state: dict[str, Any] = {"lag": 0.0, "max_lag": 0.0, "backlog": 0, "dispatched": 0, "crashes": 0, "crash": "",
+                             "journeys_ok": 0}
     loop = asyncio.get_running_loop()
     cpu_start = time.process_time()
 
@@ -319,7 +320,7 @@ def run_load(cfg: RunConfig, workload: Workload, printer: Callable[[str], None] 
 
 def _run_processes(cfg: RunConfig, workload: Workload, t0: float, progress: Progress) -> list[dict]:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    ctx = multiprocessing.get_context(method)
+    ctx: Any = multiprocessing.get_context(method)  # fork or spawn, chosen at run time
     out = ctx.Queue()
     procs = [ctx.Process(target=_process_main, args=(i, cfg, workload, t0, out), daemon=True,
                          name=f"loadgen-worker-{i}") for i in range(cfg.processes)]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import random
+from typing import Any
 
 from bson import ObjectId
 from pymongo.database import Database
@@ -57,7 +58,7 @@ def load(db: Database, products: int) -> dict:
         product_ids.extend(str(doc["_id"]) for doc in docs)
     reviews_per_product = _insert_reviews(db, product_ids, user_ids, now)
     _insert_jobs_and_outbox(db, products, user_ids, now)
-    hot = max(reviews_per_product, key=reviews_per_product.get)
+    hot = max(reviews_per_product, key=lambda product_id: reviews_per_product[product_id])
     sizes = collections.Counter(data.product_spec(SEED, i)["category"] for i in range(products))
     return {"product_ids": product_ids, "user_ids": user_ids, "hot_product": hot,
             "hot_product_reviews": reviews_per_product[hot], "largest_category": sizes.most_common()[0][0],
@@ -83,8 +84,9 @@ def _insert_users(db: Database, count: int, now: dt.datetime) -> list[str]:
 
 def _insert_reviews(db: Database, product_ids: list[str], user_ids: list[str], now: dt.datetime) -> dict[str, int]:
     plan = data.review_plan(SEED, len(product_ids), len(user_ids), reviews_for(len(product_ids)))
-    docs = [{"_id": ObjectId(), "product_id": product_ids[p], "author_id": user_ids[a], "rating": rating,
-             "text": text, "created_at": now - dt.timedelta(minutes=n)} for n, (p, a, rating, text) in enumerate(plan)]
+    docs: list[dict[str, Any]] = [
+        {"_id": ObjectId(), "product_id": product_ids[p], "author_id": user_ids[a], "rating": rating,
+         "text": text, "created_at": now - dt.timedelta(minutes=n)} for n, (p, a, rating, text) in enumerate(plan)]
     for start in range(0, len(docs), BATCH):
         db[store.REVIEWS].insert_many(docs[start:start + BATCH], ordered=False)
     totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])

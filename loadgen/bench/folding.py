@@ -88,7 +88,7 @@ def watch_fold(gateway: str, slug: str, done, timeout: float, cpu=dict, interval
         now = time.monotonic()
         if first is None and count:
             first = (now, count, cpu())
-        if done(count):
+        if first is not None and done(count):  # done counts more than none, so there was a first progress
             return {"first": first, "end": now, "count": count,
                     "cpu": {name: used - first[2][name] for name, used in cpu().items()}}
         if now > deadline:

@@ -77,8 +77,8 @@ def measure(session: requests.Session, gateway: str, samples: int, rng: random.R
         lists.add(f"/v1/products?category={category}&sort={rng.choice(SORTS)}&page={rng.randint(1, 5)}&per_page=20")
     ids: list[str] = []
     for page in range(1, samples // 100 + 2):
-        listing = session.get(f"{gateway}/v1/products", params={"per_page": 100, "page": page, "sort": "name"},
-                              timeout=TIMEOUT).json()
+        params: dict[str, str | int] = {"per_page": 100, "page": page, "sort": "name"}
+        listing = session.get(f"{gateway}/v1/products", params=params, timeout=TIMEOUT).json()
         ids += [item["id"] for item in listing["items"]]
     pages = [f"/v1/products/{product_id}" for product_id in rng.sample(ids, min(samples, len(ids)))]
     searches = [f"/v1/products?q={noun.lower()}&per_page=20&page={page}"
