@@ -11,6 +11,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from dataclasses import dataclass, field
 
 from . import data
@@ -93,7 +94,7 @@ async def _send(client: Client, method: str, path: str, body, headers=None):
 RATE_LIMITED: list[bool] = []
 
 
-async def _pool(items: Iterable, worker: Callable[[object], Awaitable[None]], concurrency: int,
+async def _pool(items: Iterable, worker: Callable[[Any], Awaitable[None]], concurrency: int,
                 phase: Phase, progress: ProgressLine | None) -> None:
     iterator = iter(items)
     started = time.monotonic()
