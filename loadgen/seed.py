@@ -11,8 +11,8 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import data
 from .http import Client, HttpError
