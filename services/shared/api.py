@@ -1,7 +1,7 @@
 """Request validation and the OpenAPI document, from one set of pydantic definitions.
 
 A view declares what it accepts and answers with `@operation(...)`; the decorator
-authenticates the caller of a route that needs a token (401 before anything else), then
+authenticates the caller of a route that needs a token (401 before any 400, 415 or 422), then
 parses and validates the request with those models (400/415/413/422 on bad input)
 and records them, and `openapi_document(app)` builds /openapi.json from the same
 records, so the spec cannot drift from what is enforced. A bulk body declared with
