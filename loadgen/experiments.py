@@ -19,8 +19,8 @@ import datetime as dt
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import Callable
 
 from . import data
 from .engine import RunConfig, run_load
@@ -39,7 +39,7 @@ CACHE_SETTINGS = {"off": "", "queries": "queries", "objects": "objects", "both":
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 # ------------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
         for count in args.replicas:
             platform.scale(args.service, count)
             limits = platform.cpu_limits(args.service)
-            if platform.name == "local" and not any("applied" in l and "NOT" not in l for l in limits):
+            if platform.name == "local" and not any("applied" in line and "NOT" not in line for line in limits):
                 warnings.append(f"{args.service} replicas are not CPU-limited ({limits[0] if limits else 'none'}): "
                                 "on a small machine the sweep measures the machine, not the replicas. Start "
                                 "the stack with `python -m stack up --cpu-limit 0.25`.")

@@ -32,7 +32,7 @@ class CpuLimit:
         return {"cpus": self.cpus, "path": self.path, "applied": self.applied, "reason": self.reason}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "CpuLimit":
+    def from_json(cls, data: dict | None) -> CpuLimit:
         return cls(**data) if data else cls(None)
 
 

@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("replicas", nargs="*", metavar="SERVICE=N")
     sub.add_parser("down", help="stop everything by pid; data is kept")
     sub.add_parser("status", help="every process, its port, pid, state, health and CPU limit")
-    sub.add_parser("migrate", help="copy a data folder written by FerretDB to the current database (make up does it too)")
+    sub.add_parser("migrate",
+                   help="copy a data folder written by FerretDB to the current database (make up does it too)")
     scale = sub.add_parser("scale", help="start or drain replicas")
     scale.add_argument("replicas", nargs="+", metavar="SERVICE=N")
     logs = sub.add_parser("logs", help="print logs")

@@ -52,7 +52,7 @@ class Replica:
                 "proc": self.proc.to_json(), "cpu": self.cpu.to_json()}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Replica":
+    def from_json(cls, data: dict) -> Replica:
         return cls(data["service"], data["index"], data["port"], Proc.from_json(data["proc"]),
                    cgroups.CpuLimit.from_json(data.get("cpu")))
 

@@ -18,9 +18,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError

@@ -12,8 +12,8 @@ stack refuses to start, so it never starts empty as if nothing were there.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pymongo import MongoClient
 

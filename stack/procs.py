@@ -28,7 +28,7 @@ class Proc:
         return {"pid": self.pid, "started": self.started}
 
     @classmethod
-    def from_json(cls, data: dict | None) -> "Proc | None":
+    def from_json(cls, data: dict | None) -> Proc | None:
         return cls(data["pid"], data["started"]) if data else None
 
     def alive(self) -> bool:

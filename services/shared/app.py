@@ -13,8 +13,8 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from pymongo import MongoClient

@@ -69,7 +69,7 @@ def reviewers(gateway) -> list[Account]:
 
 def test_create_product_returns_it_with_the_caller_as_seller(gateway, seller):
     category = unique_slug()
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     response = requests.post(f"{gateway}/v1/products", json=product_body(category, tags=["mug", "blue"]),
                              headers=seller.auth, timeout=TIMEOUT)
     assert response.status_code == 201, response.text
@@ -406,8 +406,9 @@ def test_concurrent_reviews_of_one_product_are_all_counted(gateway, seller, revi
     for _ in range(3):
         created = create_product(gateway, seller.auth, unique_slug())
         with concurrent.futures.ThreadPoolExecutor(len(reviewers)) as pool:
-            codes = list(pool.map(lambda pair: review(gateway, pair[0], created["id"], pair[1]).status_code,
-                                  zip(reviewers, ratings)))
+            codes = list(pool.map(
+                lambda pair, product=created: review(gateway, pair[0], product["id"], pair[1]).status_code,
+                zip(reviewers, ratings)))
         assert codes == [201] * len(ratings)
         counted.append(page_of(gateway, created["id"]).json()["rating"])
     assert counted == [{"average": round(sum(ratings) / 12, 2), "count": 12}] * 3
@@ -421,8 +422,8 @@ def test_concurrent_changes_to_different_fields_are_all_kept(gateway, seller):
         created = create_product(gateway, seller.auth, unique_slug())
         url = f"{gateway}/v1/products/{created['id']}"
         with concurrent.futures.ThreadPoolExecutor(len(changes)) as pool:
-            codes = list(pool.map(lambda c: requests.patch(url, json=c, headers=seller.auth,
-                                                           timeout=TIMEOUT).status_code, changes))
+            codes = list(pool.map(lambda c, url=url: requests.patch(url, json=c, headers=seller.auth,
+                                                                    timeout=TIMEOUT).status_code, changes))
         assert codes == [200] * len(changes)
         shown = page_of(gateway, created["id"]).json()["product"]
         lost.append([key for change in changes for key, value in change.items() if shown[key] != value])

@@ -492,7 +492,7 @@ def test_an_import_recorded_before_payloads_were_keyed_by_id_still_runs(gateway,
 
     category = unique_slug("old")
     job_id = uuid.uuid4().hex
-    moment = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
     db["job_payloads"].insert_one({"job_id": job_id, "n": 0,
                                    "data": Binary(zlib.compress(json.dumps(import_items(category, 4)).encode()))})
     db["jobs"].insert_one({"_id": job_id, "type": "import", "owner_id": owner.id, "status": "queued",
@@ -506,7 +506,7 @@ def test_an_import_recorded_before_payloads_were_keyed_by_id_still_runs(gateway,
 
 def test_a_job_no_handler_knows_is_retried_then_failed_and_dead_lettered(gateway, owner, stranger, db, bootstrap):
     job_id = uuid.uuid4().hex
-    moment = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    moment = dt.datetime.now(dt.UTC).replace(microsecond=0)
     db["jobs"].insert_one({  # as services/shared/jobs.submit writes it
         "_id": job_id, "type": "no-such-type", "owner_id": owner.id, "status": "queued",
         "progress": {"done": 0, "total": 1}, "params": {}, "has_payload": False, "attempts": 0,

@@ -33,7 +33,7 @@ _clock = itertools.count()
 def event(product_id: str, version: int, category: str, price_cents: int, kind: str | None = None) -> dict:
     """A catalog.events message as services/catalog/commands.product_event writes it."""
     kind = kind or ("product.created" if version == 1 else "product.updated")
-    at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(microseconds=next(_clock))
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(microseconds=next(_clock))
     return {"type": kind, "product_id": product_id, "version": version, "category": category,
             "price_cents": price_cents, "seller_id": "seller", "rating_count": 0, "rating_sum": 0,
             "at": at.isoformat()}

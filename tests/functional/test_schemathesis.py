@@ -33,7 +33,8 @@ has). The tests below use schemathesis's Python API directly instead: `openapi.f
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import hypothesis
 import pytest

@@ -216,7 +216,8 @@ def test_cpu_limit_is_applied_to_a_process_and_its_children(tmp_path):
     if not limit.applied:
         pytest.skip(f"this machine cannot apply CPU limits: {limit.reason}")
     marker = tmp_path / "child-started"
-    script = f"import subprocess, time; subprocess.Popen(['sleep', '30']); open('{marker}', 'w').close(); time.sleep(30)"
+    script = (f"import subprocess, time; subprocess.Popen(['sleep', '30']); open('{marker}', 'w').close(); "
+              "time.sleep(30)")
     proc = subprocess.Popen(cgroups.wrap_command(limit, [sys.executable, "-c", script]))
     try:
         deadline = time.monotonic() + 10

@@ -44,9 +44,9 @@ def unknown_id() -> str:
 
 def test_sign_up_returns_the_new_account_without_password(gateway):
     email = unique_email("signup")
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     response = create_user(gateway, email, display_name="Ada Lovelace")
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
 
     assert response.status_code == 201, response.text
     assert response.headers["Content-Type"].startswith("application/json")
@@ -87,7 +87,7 @@ def test_concurrent_sign_ups_with_one_email_create_one_account(stack, gateway, r
         barrier = threading.Barrier(2)
         results: list[requests.Response | BaseException] = [None, None]  # type: ignore[list-item]
 
-        def attempt(i: int) -> None:
+        def attempt(i: int, barrier=barrier, results=results, variants=variants) -> None:
             try:
                 barrier.wait(timeout=10)
                 results[i] = create_user(bases[i], variants[i], display_name=f"racer {i}")
@@ -116,7 +116,7 @@ def test_concurrent_sign_ups_with_one_email_create_one_account(stack, gateway, r
 def test_sign_in_returns_a_working_token(gateway):
     email = unique_email("signin")
     user = create_user(gateway, email).json()
-    before = dt.datetime.now(dt.timezone.utc)
+    before = dt.datetime.now(dt.UTC)
     response = sign_in(gateway, email)
 
     assert response.status_code == 201, response.text
