@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from pymongo import MongoClient
 from pymongo.database import Database
 
@@ -63,6 +64,13 @@ def resources() -> Resources:
     return current_app.extensions["scaleshop"]
 
 
+class _JsonProvider(DefaultJSONProvider):
+    """JSON bodies keep the order the code built them in and their characters as they are."""
+
+    sort_keys = False
+    ensure_ascii = False
+
+
 def create_service_app(
     service: str,
     settings: Settings,
@@ -73,8 +81,7 @@ def create_service_app(
     configure_logging(service, settings.replica_id, settings.log_level)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False
-    app.json.ensure_ascii = False
+    app.json = _JsonProvider(app)
     app.url_map.strict_slashes = False
 
     clients = clients or connect_clients(service, settings)

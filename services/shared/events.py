@@ -113,7 +113,7 @@ class Publisher:
         return True
 
     def publish_many(self, topic: str, messages: list[tuple[str, dict[str, Any]]],
-                     slots: list[int] | None = None) -> bool:
+                     slots: list[int | None] | None = None) -> bool:
         """Send a batch and wait for every acknowledgement; False if any was not acknowledged.
 
         `slots`, one per message, spread them over the partitions (spread()) instead of by key.

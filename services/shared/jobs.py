@@ -113,7 +113,10 @@ def record(db: Database, job_id: str, job_type: str, owner_id: str, total: int, 
     try:
         db[JOBS].insert_one(doc)
     except DuplicateKeyError:
-        return db[JOBS].find_one({"_id": job_id})
+        existing = db[JOBS].find_one({"_id": job_id})
+        if existing is None:
+            raise RuntimeError(f"job {job_id} was deleted while it was being recorded again") from None
+        return existing
     return doc
 
 
