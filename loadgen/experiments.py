@@ -33,8 +33,9 @@ from .workload import Workload, discover, sign_in
 
 Printer = Callable[[str], None]
 
-SERVICE_MIX = {"catalog": {"browse": 30, "product": 70}, "user": {"signin": 100}}
-CAPACITY_MIX = {"browse": 40, "product": 60}  # reads: writes make every cached list stale (see README)
+SERVICE_MIX: dict[str, dict[str, float]] = {"catalog": {"browse": 30, "product": 70}, "user": {"signin": 100}}
+# reads only: writes make every cached list stale (see README)
+CAPACITY_MIX: dict[str, float] = {"browse": 40, "product": 60}
 CACHE_SETTINGS = {"off": "", "queries": "queries", "objects": "objects", "both": "objects,queries"}
 
 
@@ -509,6 +510,7 @@ def run_async(args, target: Target, printer: Printer) -> dict:
         try:
             for workers in worker_counts:
                 if workers is not None:
+                    assert platform is not None  # worker counts come from --workers, which made the platform
                     await asyncio.to_thread(platform.scale, "worker", workers)
                     await asyncio.sleep(3.0)  # consumers rejoin the group and get partitions
                 for size in args.sizes:
@@ -544,8 +546,9 @@ def run_async(args, target: Target, printer: Printer) -> dict:
     ratio = None
     small = [r["submit_ms_median"] for r in rows if r["size"] == smallest and r["submit_ms_median"]]
     large = [r["submit_ms_median"] for r in rows if r["size"] == largest and r["submit_ms_median"]]
-    if small and large and smallest != largest:
-        ratio = round(_median(large) / _median(small), 2)
+    small_median, large_median = _median(small), _median(large)  # None when empty; else > 0
+    if small_median and large_median and smallest != largest:
+        ratio = round(large_median / small_median, 2)
     verdict = (f"Submitting {largest} products takes {ratio:.2f}× the time of submitting {smallest} "
                "(the work itself happens on the workers)." if ratio else "")
     if verdict:

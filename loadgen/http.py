@@ -55,6 +55,14 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self._reset_response()
 
+    @property
+    def connected(self) -> asyncio.Transport:
+        """The transport: asyncio calls connection_made before any other callback, and the pool hands
+        out only connections whose connect completed."""
+        if self.transport is None:
+            raise HttpError("connect", "the connection is not established")
+        return self.transport
+
     def _reset_response(self) -> None:
         self.status = 0
         self.headers: dict[str, str] | None = None
@@ -78,13 +86,13 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         if self.waiter is None:  # bytes nobody asked for: the connection is unusable
             self.closed = True
-            self.transport.close()
+            self.connected.close()
             return
         try:
             self._parse()
         except HttpError as exc:
             self._fail(exc)
-            self.transport.close()
+            self.connected.close()
 
     def eof_received(self):
         if self.waiter is not None and self.headers is not None and self.length == -1:
@@ -183,7 +191,7 @@ class _Connection(asyncio.Protocol):
         self.used += 1
         if not keep:
             self.closed = True
-            self.transport.close()
+            self.connected.close()
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
 
@@ -198,7 +206,7 @@ class _Connection(asyncio.Protocol):
         self.waiter = self.pool.loop.create_future()
         self.waiter_method = method
         self.got_bytes = False
-        self.transport.write(data)
+        self.connected.write(data)
         return self.waiter
 
 
@@ -287,7 +295,7 @@ class Pool:
         if conn.closed or conn.waiter is not None:
             if not conn.closed:
                 conn.closed = True
-                conn.transport.close()
+                conn.connected.close()
             self.open -= 1
             self._wake()
             return

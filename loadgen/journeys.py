@@ -92,6 +92,8 @@ class Journeys:
         return response if good else None
 
     def _product_id(self) -> str:
+        if self.popularity is None:  # discover() refuses a target without products: not reached
+            raise LookupError("the workload has no products to draw from")
         return self.wl.products[self.popularity.draw(self.rng)]
 
     def _token(self) -> str | None:

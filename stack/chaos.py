@@ -32,6 +32,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -352,8 +353,9 @@ class Chaos:
         auth = self.sellers[0]["auth"]
         while time.monotonic() < deadline:
             holders = [n for n, st in worker_readyz(self.stack).items() if st and st.get("current_job") == job_id]
-            job = self.rec.call(s, "job_status", READ, "GET", f"{self.base}/v1/jobs/{job_id}", (200,), headers=auth)
-            job = job.json() if job is not None else {}
+            response = self.rec.call(s, "job_status", READ, "GET", f"{self.base}/v1/jobs/{job_id}", (200,),
+                                     headers=auth)
+            job: dict = response.json() if response is not None else {}
             if job.get("status") in ("succeeded", "failed"):
                 entry["error"] = f"the import finished before a worker could be killed: {job.get('status')}"
                 return False
@@ -371,7 +373,8 @@ class Chaos:
     def check_imports(self) -> None:
         from pymongo import MongoClient  # counting a 10,000-product category through the API is slow
 
-        client = MongoClient(f"mongodb://127.0.0.1:{self.stack.layout.db_port}/", serverSelectionTimeoutMS=10_000)
+        client: MongoClient[dict[str, Any]] = MongoClient(f"mongodb://127.0.0.1:{self.stack.layout.db_port}/",
+                                                          serverSelectionTimeoutMS=10_000)
         db = client["scaleshop"]
         s = requests.Session()
         auth = self.sellers[0]["auth"]

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import signal
 import time
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +54,10 @@ class Replica:
 
     @classmethod
     def from_json(cls, data: dict) -> Replica:
-        return cls(data["service"], data["index"], data["port"], Proc.from_json(data["proc"]),
-                   cgroups.CpuLimit.from_json(data.get("cpu")))
+        proc = Proc.from_json(data["proc"])
+        if proc is None:  # _save() always writes one
+            raise StackError(f"the state file has no process for replica {data['service']}-{data['index']}")
+        return cls(data["service"], data["index"], data["port"], proc, cgroups.CpuLimit.from_json(data.get("cpu")))
 
 
 class Stack:
@@ -163,7 +166,7 @@ class Stack:
     def service_replicas(self, service: str) -> list[Replica]:
         return sorted((r for r in self.replicas.values() if r.service == service), key=lambda r: r.index)
 
-    def _upstreams(self, exclude: set[str]) -> dict[str, list[int]]:
+    def _upstreams(self, exclude: Set[str]) -> dict[str, list[int]]:
         return {
             s: [r.port for r in self.service_replicas(s) if r.proc.alive() and r.name not in exclude]
             for s in HTTP_SERVICES
@@ -171,7 +174,7 @@ class Stack:
 
     # ---- gateway -------------------------------------------------------------------------
 
-    def _start_or_reload_gateway(self, exclude: set[str] = frozenset()) -> None:
+    def _start_or_reload_gateway(self, exclude: Set[str] = frozenset()) -> None:
         servers.write_nginx_config(self.layout, self._upstreams(exclude))
         proc = self._infra_proc("gateway")
         if proc is not None and proc.alive():
@@ -372,7 +375,7 @@ class Stack:
             health = "-"
             if alive and name == "gateway":
                 health = _health(f"{self.layout.gateway_url}/healthz")
-            elif alive:
+            elif alive and entry is not None:  # entry is set whenever alive
                 health = "listening" if listening(entry["port"]) else "not listening"
             rows.append({"name": name, "port": entry["port"] if entry else None, "pid": proc.pid if proc else None,
                          "state": "running" if alive else "stopped", "health": health, "cpu_limit": "none"})

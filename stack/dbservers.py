@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
@@ -125,7 +126,8 @@ def _wait_answers(running: Running, proc: Proc, timeout: float) -> None:
     """Wait until the server lists its databases (which reaches FerretDB's backend too)."""
     deadline = time.monotonic() + timeout
     wait_port(running.port, timeout, proc, running.name)
-    client = MongoClient(running.url, serverSelectionTimeoutMS=1000, connectTimeoutMS=1000)
+    client: MongoClient[dict[str, Any]] = MongoClient(running.url, serverSelectionTimeoutMS=1000,
+                                                      connectTimeoutMS=1000)
     try:
         while True:
             try:
@@ -177,10 +179,9 @@ def _start_postgresql(cache_dir: Path, folder: Path, running: Running) -> str:
             path.mkdir(mode=0o700, exist_ok=True)
             if user:
                 shutil.chown(path, user, user)
-        as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
         result = subprocess.run([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
                                  "--locale=C", "--no-sync"], cwd="/", capture_output=True, text=True,
-                                timeout=120, **as_user)
+                                timeout=120, user=user, group=user, extra_groups=[] if user else None)
         if result.returncode != 0:
             raise StackError(f"initdb failed: {result.stderr.strip()[-500:]}")
     version = subprocess.run([postgres, "--version"], capture_output=True, text=True, timeout=10).stdout.strip()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pymongo import MongoClient
 
@@ -83,8 +84,9 @@ def migrate(layout: Layout, log: Callable[[str], None] = print) -> dict[str, int
             proc = spawn(argv, layout.log_file(f"migrate-{name}"))
             procs.append(proc)
             wait_port(ports[name], 60, proc, name)
-        clients = {name: MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10_000)
-                   for name, port in ports.items()}
+        clients: dict[str, MongoClient[dict[str, Any]]] = {
+            name: MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=10_000)
+            for name, port in ports.items()}
         try:
             counts = copy_all(clients["ferretdb"], clients["mongo-java-server"], log)
         finally:

@@ -87,11 +87,11 @@ def spawn(argv: list[str], log_file: Path, env: dict[str, str] | None = None, cw
     `user`: run it as that OS user and its group (needs root), e.g. a server that refuses root.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    as_user = {"user": user, "group": user, "extra_groups": []} if user else {}
     with open(log_file, "ab") as out:
         child = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            env=env, cwd=cwd, start_new_session=True, **as_user,
+            env=env, cwd=cwd, start_new_session=True,
+            user=user, group=user, extra_groups=[] if user else None,  # user None: as ourselves
         )
     for _ in range(100):
         started = _start_time(child.pid)

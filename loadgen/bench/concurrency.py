@@ -40,7 +40,7 @@ def _no_lock(_name: str) -> contextlib.AbstractContextManager[None]:
 class _Errors:
     """Errors counted by kind, from every writer thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.kinds: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
 
@@ -215,4 +215,5 @@ def unique_race(db: Database, writers: int = WRITERS, rounds: int = ROUNDS, time
                        + (f", {errors.count} errors" if errors.count else "")}
 
 
-CHECKS = {"inc": inc_race, "cas": cas_race, "fam": fam_race, "unique": unique_race}
+# Each takes the database and keywords (timeout_s; inc, cas, fam also total and section); returns its result.
+CHECKS: dict[str, Callable[..., dict]] = {"inc": inc_race, "cas": cas_race, "fam": fam_race, "unique": unique_race}

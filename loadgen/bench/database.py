@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -32,6 +33,7 @@ from pymongo.database import Database
 from services.catalog import store
 from services.catalog.models import ProductQuery
 from services.shared import jobs, outbox, storage
+from services.shared.events import Publisher
 from services.user import accounts
 from stack import dbservers
 
@@ -87,7 +89,9 @@ SHAPES: list[tuple[str, str, Callable[[Database, dict], object]]] = [
      lambda db, ids: store.latest_reviews(db, ids["hot_product"])),
     ("profiles_100", "user profiles: $in on 100 ids", lambda db, ids: accounts.find_profiles(db, ids["profile_ids"])),
     ("jobs_unpublished", "scan: jobs.unpublished", lambda db, ids: jobs.unpublished(db, 2.0)),
-    ("outbox_scan", "scan: outbox (relay, broker down)", lambda db, ids: outbox.relay(db, BrokerDown())),
+    # relay() only calls publish and publish_many, which BrokerDown has.
+    ("outbox_scan", "scan: outbox (relay, broker down)",
+     lambda db, ids: outbox.relay(db, cast(Publisher, BrokerDown()))),
 ]
 
 
@@ -117,9 +121,10 @@ def measure_size(db: Database, products: int, deadline: float) -> dict:
     began = time.monotonic()
     loaded = db_data.load(db, products)
     load_s = time.monotonic() - began
-    per_page = ProductQuery().per_page
+    per_page = ProductQuery.model_validate({}).per_page
     largest = loaded["category_sizes"][loaded["largest_category"]]
     hot = store.find_product(db, loaded["hot_product"])
+    assert hot is not None, "db_data.load stored its hot product"
     ids = {**loaded, "hot_category": hot["category"], "profile_ids": loaded["user_ids"][:100],
            "deep_page": max(1, math.ceil(products / per_page) - 1),
            "deep_category_page": max(1, math.ceil(largest / per_page) - 1)}
@@ -173,7 +178,7 @@ def concurrency_checks(db: Database) -> dict:
 
 
 def measure_server(name: str, cache_dir: Path, port: int, folder: Path, sizes: tuple[int, ...]) -> dict:
-    entry = {"name": name, "label": dbservers.SERVERS[name], "available": False}
+    entry: dict[str, Any] = {"name": name, "label": dbservers.SERVERS[name], "available": False}
     began = time.monotonic()
     try:
         server = dbservers.start(name, cache_dir, port, folder)
@@ -187,7 +192,8 @@ def measure_server(name: str, cache_dir: Path, port: int, folder: Path, sizes: t
     entry.update(available=True, port=port, start_s=round(server.start_s, 2), versions=server.versions)
     log(f"{name}: started on 127.0.0.1:{port} in {server.start_s:.1f}s")
     try:
-        client = MongoClient(server.url, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000)
+        client: MongoClient[dict[str, Any]] = MongoClient(server.url, serverSelectionTimeoutMS=10_000,
+                                                          socketTimeoutMS=60_000)
         try:
             adapter = storage.of(client.admin)
             entry["adapter"] = {"server": adapter.server, "atomic_updates": adapter.atomic_updates}
@@ -214,7 +220,7 @@ def _restart(name: str, cache_dir: Path, port: int, folder: Path, db_name: str, 
     """Start the server again on the same folder (after SIGTERM): are the products still there?"""
     try:
         with dbservers.running(name, cache_dir, port, folder) as again:
-            client = MongoClient(again.url, serverSelectionTimeoutMS=10_000)
+            client: MongoClient[dict[str, Any]] = MongoClient(again.url, serverSelectionTimeoutMS=10_000)
             try:
                 after = client[db_name][store.PRODUCTS].count_documents({})
             finally:
@@ -234,6 +240,7 @@ def run(out: Path, port_offset: int, cache_dir: Path, servers: list[str] | None 
     root = Path(tempfile.mkdtemp(prefix="scaleshop-dbbench-"))
     root.chmod(0o711)  # PostgreSQL runs as an unprivileged user and must reach its folder
     started = time.monotonic()
+    result: dict[str, Any]  # JSON-ready; "servers" and "machine" grow below
     result = {"kind": "database-bench", "schema": 1,
               "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "machine": {"cpus": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},

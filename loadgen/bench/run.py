@@ -39,10 +39,15 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..engine import RunConfig, run_load
 from ..target import TargetError
 from ..workload import Workload
+
+if TYPE_CHECKING:
+    from stack.cgroups import CpuLimit
+    from stack.control import Stack
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -61,9 +66,9 @@ class Bench:
         self.db_servers = db_servers
         self.ratios: list[dict] = []
         self.details: dict = {}
-        self.stack = None
+        self.stack: Stack | None = None
         self.extra_procs: list[subprocess.Popen] = []
-        self.bare_cgroup = None
+        self.bare_cgroup: CpuLimit | None = None
         self.python = str(REPO / ".cache" / "venv" / "bin" / "python") \
             if (REPO / ".cache" / "venv" / "bin" / "python").exists() else sys.executable
 
@@ -85,11 +90,18 @@ class Bench:
 
         run_dir = Path(tempfile.mkdtemp(prefix="scaleshop-bench-"))
         layout = Layout(run_dir=run_dir, cache_dir=REPO / ".cache", port_offset=self.offset)
-        self.stack = Stack(layout, log=lambda m: log(f"stack: {m}"))
+        self.stack = stack = Stack(layout, log=lambda m: log(f"stack: {m}"))
         atexit.register(self.stop_stack)
         log(f"starting a stack on ports +{self.offset} in {run_dir} (catalog ×1, user ×1, worker ×1)")
-        self.stack.up({"user": 1, "catalog": 1, "worker": 1}, settings={})
+        stack.up({"user": 1, "catalog": 1, "worker": 1}, settings={})
         self.gateway = layout.gateway_url
+
+    @property
+    def running_stack(self) -> Stack:
+        """The shared bench stack; the parts that use it run only after start_stack()."""
+        if self.stack is None:
+            raise RuntimeError("the bench stack is not started (start_stack() first)")
+        return self.stack
 
     def stop_stack(self) -> None:
         for proc in self.extra_procs:
@@ -115,19 +127,21 @@ class Bench:
     def limit_replicas(self, catalog: int, cpu_limit: float | None) -> None:
         """Restart user and catalog with each replica limited to `cpu_limit` CPUs (None: unlimited)."""
         counts = {"user": 1, "catalog": catalog, "worker": 1}
-        self.stack.scale("catalog", 0)
-        self.stack.scale("user", 0)
-        self.stack.up(counts, cpu_limit=cpu_limit, settings=self.stack.env_overrides)
-        limits = {r.name: r.cpu.describe() for r in self.stack.replicas.values()}
+        stack = self.running_stack
+        stack.scale("catalog", 0)
+        stack.scale("user", 0)
+        stack.up(counts, cpu_limit=cpu_limit, settings=stack.env_overrides)
+        limits = {r.name: r.cpu.describe() for r in stack.replicas.values()}
         log(f"CPU limits: {limits}")
         self.details["cpu_limits"] = limits
 
     def restart_catalog(self, settings: dict[str, str]) -> None:
-        count = len(self.stack.service_replicas("catalog"))
-        self.stack.scale("catalog", 0)
-        self.stack.up({"user": len(self.stack.service_replicas("user")), "catalog": count,
-                       "worker": len(self.stack.service_replicas("worker"))},
-                      cpu_limit=self.stack.cpu_limit, settings={**self.stack.env_overrides, **settings})
+        stack = self.running_stack
+        count = len(stack.service_replicas("catalog"))
+        stack.scale("catalog", 0)
+        stack.up({"user": len(stack.service_replicas("user")), "catalog": count,
+                  "worker": len(stack.service_replicas("worker"))},
+                 cpu_limit=stack.cpu_limit, settings={**stack.env_overrides, **settings})
 
     # ------------------------------------------------------------------ helpers
     def loadgen_cli(self, args: list[str], out: Path) -> tuple[dict, float]:
@@ -254,7 +268,7 @@ class Bench:
         name = "import submit latency: 10,000 products vs 1"
         # Each submission timed alone, on a quiet stack (imports.submit_latency says why).
         rounds = 3
-        quiet = imports.submit_latency(self.stack, self.gateway, rounds, log)
+        quiet = imports.submit_latency(self.running_stack, self.gateway, rounds, log)
         ratio = quiet["ratio"]
         self.ratio("import", name, ratio, "≤ 2×", ratio <= 2.0,
                    f"{rounds} submissions of 1 and of 10,000 products through the gateway, alternately, each once the "
@@ -266,7 +280,7 @@ class Bench:
     def import_workers(self) -> None:
         from . import imports
         rounds = 2  # 40,000 products: the database of the shared bench stack holds about 100,000 (its heap)
-        result = imports.measure(self.stack, self.gateway, rounds, log)
+        result = imports.measure(self.running_stack, self.gateway, rounds, log)
         ratio = result["ratio"]
         self.ratio("import_workers", "one 10,000-product import: time on 2 workers vs on 1", ratio, "≤ 0.6×",
                    ratio <= 0.6, f"{rounds} imports of 10,000 products on each worker count, alternately 1, 2, 1, 2, "
@@ -278,13 +292,14 @@ class Bench:
     def start_bare(self) -> str:
         from stack import cgroups
 
-        port = self.stack.layout.replica_port("catalog", 40)  # a port of the stack's range no replica uses
-        env = self.stack.replica_env("catalog", 40)
+        stack = self.running_stack
+        port = stack.layout.replica_port("catalog", 40)  # a port of the stack's range no replica uses
+        env = stack.replica_env("catalog", 40)
         env.update({"REPLICA_ID": "bare-1", "PORT": str(port),
-                    "PROMETHEUS_MULTIPROC_DIR": str(self.stack.layout.run_dir / "metrics" / "bare-1")})
-        self.bare_cgroup = cgroups.create(f"{self.offset}-bench-bare", CPU_LIMIT)
-        argv = cgroups.wrap_command(self.bare_cgroup, [self.python, "-m", "loadgen.bench.bare_app"])
-        log_path = self.stack.layout.log_dir / "bare.log"
+                    "PROMETHEUS_MULTIPROC_DIR": str(stack.layout.run_dir / "metrics" / "bare-1")})
+        self.bare_cgroup = bare_cgroup = cgroups.create(f"{self.offset}-bench-bare", CPU_LIMIT)
+        argv = cgroups.wrap_command(bare_cgroup, [self.python, "-m", "loadgen.bench.bare_app"])
+        log_path = stack.layout.log_dir / "bare.log"
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT,
                                 start_new_session=True)
         self.extra_procs.append(proc)
@@ -306,7 +321,7 @@ class Bench:
 
     def part_bare(self) -> None:
         name = "cached product page vs bare Flask route (same gunicorn settings, 0.25 CPU each)"
-        catalog = self.stack.service_replicas("catalog")[0]
+        catalog = self.running_stack.service_replicas("catalog")[0]
         page_url = f"http://127.0.0.1:{catalog.port}"
         bare_url = self.start_bare()
         seconds = 5 if self.quick else 8
@@ -359,12 +374,13 @@ class Bench:
         step = 3.0 if self.quick else 5.0
         # Every page and list in the cache (shared by every replica) before either measurement, so that
         # both see the same hit ratio and neither pays for filling it. 4 replicas prime it faster.
-        self.stack.scale("catalog", 4)
+        stack = self.running_stack
+        stack.scale("catalog", 4)
         primed = prime_cache(target, workload, log, concurrency=8)
         points = {}
         for count in (1, 4):
-            if len(self.stack.service_replicas("catalog")) != count:
-                self.stack.scale("catalog", count)
+            if len(stack.service_replicas("catalog")) != count:
+                stack.scale("catalog", count)
                 time.sleep(2)
             result = capacity_search(base, workload, None, 1.25, 5000, 12, 2, step,
                                      lambda line: log(line), label=f"{count} replicas", pause=0.5, confirm=True)
@@ -419,7 +435,7 @@ class Bench:
 
     def part_fold(self) -> None:
         from . import folding
-        found = folding.measure(self.stack, log)
+        found = folding.measure(self.running_stack, log)
         self.details["fold"] = found
         slowest = min(found["rate"].values(), key=lambda r: r["events_per_s"] or 0)
         rate = slowest["events_per_s"]
@@ -470,7 +486,7 @@ class Bench:
                 if "scale" in self.parts:
                     self._guard("scale", self.part_scale)
             if "import" in self.parts:  # last: the jobs keep the workers and the database busy
-                if self.stack.cpu_limit is not None:
+                if self.running_stack.cpu_limit is not None:
                     log("restarting user and catalog without CPU limit for the import submissions")
                     self.limit_replicas(catalog=1, cpu_limit=None)
                 self._guard("import", self.part_import)
