@@ -140,7 +140,7 @@ class Cache:
 
     def check(self) -> None:
         """Raise unless every memcached server answers (used by /readyz)."""
-        for server, client in self._clients.items():
+        for server in self._clients:
             self._broken_until.pop(server, None)
             self._run(server, lambda c: c.version())
 
