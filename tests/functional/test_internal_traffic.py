@@ -29,6 +29,7 @@ import requests
 import yaml
 
 from services.shared.ratelimit import WINDOW_SECONDS
+from services.shared.service_identity import HEADER, issue_service_token
 from stack.control import Stack
 from stack.layout import HTTP_SERVICES, REPO
 from tests.functional.api_checks import JSON, unique_slug
@@ -158,3 +159,19 @@ def test_the_chart_limits_were_on_for_this_client(limited_stack, gateway, chart_
         if int(time.time() // 60) == window:
             break
     assert codes == [401] * limit + [429]
+
+
+def test_a_service_identity_sent_to_the_gateway_exempts_nobody(limited_stack, gateway, chart_limits, auth_secret):
+    """The gateway drops X-Service-Token: a client holding a valid service token (leaked, say) is still
+    counted at the edge. Its sign-ins share this address's bucket with the test above, so within
+    limit + 1 of them at least the last is refused; were the token honoured, none would be."""
+    limit = int(chart_limits["RATE_LIMIT_AUTH_PER_MINUTE"])
+    body = {"email": "nobody@example.com", "password": "wrong password"}
+    forged = {HEADER: issue_service_token(auth_secret, "catalog").token}
+    for _attempt in range(2):  # once more if a minute boundary fell inside
+        window = int(time.time() // 60)
+        codes = [requests.post(f"{gateway}/v1/sessions", json=body, headers=forged, timeout=10).status_code
+                 for _ in range(limit + 1)]
+        if int(time.time() // 60) == window:
+            break
+    assert set(codes) <= {401, 429} and codes[-1] == 429, Counter(codes)
