@@ -55,6 +55,10 @@ def _ms(value) -> str:
     return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.2f} s"
 
 
+def _slo_outcome(slo: dict) -> str:
+    return "met" if slo["met"] else f"missed ({'; '.join(slo['violations'])})"
+
+
 class Report:
     def __init__(self, out: Path):
         self.out = out
@@ -143,13 +147,14 @@ def _run_section(rep: Report, name: str, result: dict) -> None:
                       f"{shape} against {result['target']} for {result['window_s']:g} s measured: "
                       f"{result['throughput_rps']:.1f} req/s, {result['requests']} requests, "
                       f"{100 * result['error_rate']:.2f}% errors; SLO "
-                      f"{'met' if result['slo']['met'] else 'missed (' + '; '.join(result['slo']['violations']) + ')'}.")
+                      f"{_slo_outcome(result['slo'])}.")
     rows = []
     for req, row in result.get("by_request", {}).items():
-        l = row["latency_ms"]
+        row_latency = row["latency_ms"]
         cache = row.get("cache") or {}
         looked = cache.get("hit", 0) + cache.get("miss", 0)
-        rows.append([req, str(l.get("count", 0)), _ms(l.get("p50")), _ms(l.get("p99")), _ms(l.get("max")),
+        rows.append([req, str(row_latency.get("count", 0)), _ms(row_latency.get("p50")),
+                     _ms(row_latency.get("p99")), _ms(row_latency.get("max")),
                      f"{100 * cache.get('hit', 0) / looked:.0f}%" if looked else "-",
                      str(row.get("db_round_trips_per_request", "-")),
                      ", ".join([f"{k}:{v}" for k, v in row["status"].items()]
@@ -203,8 +208,8 @@ def _run_section(rep: Report, name: str, result: dict) -> None:
         ax1.set_title("Throughput and latency over time")
         worst = max(timeline, key=lambda t: t["p99_ms"] or 0)
         rep.plot(sec, fig, "timeline",
-                 f"Each second's finished requests (bars, errors in red) and their p50/p99 (lines); the worst second was "
-                 f"t={worst['t']} s with p99 {_ms(worst['p99_ms'])}.")
+                 f"Each second's finished requests (bars, errors in red) and their p50/p99 (lines); the worst "
+                 f"second was t={worst['t']} s with p99 {_ms(worst['p99_ms'])}.")
     for warning in result.get("warnings", []):
         rep.text(sec, f"Warning: {warning}")
 
@@ -471,7 +476,7 @@ def _bench_section(rep: Report, name: str, result: dict) -> None:
     scored = []
     for r in result.get("ratios", []):
         target = (r.get("target") or "").replace("×", "").strip()
-        if r.get("value") is None or not target[:1] in ("≥", "≤"):
+        if r.get("value") is None or target[:1] not in ("≥", "≤"):
             continue
         try:
             bound = float(target[1:].strip())

@@ -34,7 +34,7 @@ def check(items: list, first_index: int) -> tuple[list[tuple[int, dict]], list[d
 
 def runs(valid: list[tuple[int, dict]]) -> Iterator[tuple[int, list[dict]]]:
     """(first index, products) for each run of consecutive indexes."""
-    start, run = None, []
+    start, run = 0, []  # type: tuple[int, list[dict]]
     for index, fields in valid:
         if run and index != start + len(run):
             yield start, run

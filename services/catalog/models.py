@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints, WithJsonSchema,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    RootModel,
+    StringConstraints,
+    WithJsonSchema,
+    model_validator,
+)
 
 from services.shared.api import QueryParams, RequestBody
 from services.shared.validation import long_text, short_text, whole_number
@@ -26,6 +34,11 @@ ReviewText = long_text(2000)
 Tags = Annotated[list[Tag], Field(max_length=20)]
 
 
+def _absent_means_keep() -> Any:
+    """A patch field's default: None stands for "absent" (keep the value) and is not shown in the schema."""
+    return Field(None, json_schema_extra=_no_default_in_schema)
+
+
 def _no_default_in_schema(schema: dict) -> None:
     schema.pop("default", None)
 
@@ -45,16 +58,16 @@ class ProductPatch(RequestBody):
 
     model_config = ConfigDict(json_schema_extra={"minProperties": 1})
 
-    name: ProductName = Field(None, json_schema_extra=_no_default_in_schema)
-    description: Description = Field(None, json_schema_extra=_no_default_in_schema)
-    price_cents: PriceCents = Field(None, json_schema_extra=_no_default_in_schema)
-    currency: Currency = Field(None, json_schema_extra=_no_default_in_schema)
-    category: Slug = Field(None, json_schema_extra=_no_default_in_schema)
-    tags: Tags = Field(None, json_schema_extra=_no_default_in_schema)
-    stock: Stock = Field(None, json_schema_extra=_no_default_in_schema)
+    name: ProductName = _absent_means_keep()
+    description: Description = _absent_means_keep()
+    price_cents: PriceCents = _absent_means_keep()
+    currency: Currency = _absent_means_keep()
+    category: Slug = _absent_means_keep()
+    tags: Tags = _absent_means_keep()
+    stock: Stock = _absent_means_keep()
 
     @model_validator(mode="after")
-    def _something_to_change(self) -> "ProductPatch":
+    def _something_to_change(self) -> ProductPatch:
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
         return self
@@ -99,7 +112,7 @@ class ProductQuery(QueryParams):
     per_page: Annotated[int, Field(ge=1, le=MAX_PER_PAGE)] = 20
 
     @model_validator(mode="after")
-    def _normalize(self) -> "ProductQuery":
+    def _normalize(self) -> ProductQuery:
         if self.min_price is not None and self.max_price is not None and self.min_price > self.max_price:
             raise ValueError("min_price must not be greater than max_price")
         if self.category == "":

@@ -67,7 +67,7 @@ def create_indexes(db: Database) -> None:
 
 
 def _now() -> dt.datetime:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 

@@ -51,8 +51,10 @@ class Settings(BaseSettings):
         ("127.0.0.1:9092",), json_schema_extra=WIRED, description="comma-separated `host:port`")
     kafka_timeout_ms: int = Field(1000, ge=50, le=60000, description=(
         "longest wait for the broker when publishing (then the outbox takes over)"))
-    user_service_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://[^\s/]+(/.*)?$",
-                                  json_schema_extra=WIRED, description="where other services read user profiles")
+    user_service_url: str = Field("http://127.0.0.1:8081", pattern=r"^https?://[^\s/]+(/.*)?$",
+                                  json_schema_extra=WIRED, description=(
+                                      "where other services read user profiles: the user service's internal "
+                                      "address, never the public gateway"))
 
     # Auth
     auth_secret: SecretStr = Field(json_schema_extra=WIRED, description=(
@@ -122,9 +124,6 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    def cache_enabled(self, pattern: CachePattern) -> bool:
-        return pattern in self.cache_patterns
 
 
 def env_name(field: str) -> str:

@@ -13,7 +13,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
+import msgspec
 from bson import ObjectId
 
 from services.catalog import importing, store
@@ -35,7 +37,8 @@ def run_import(ctx: JobContext) -> dict | Split:
     if ctx.job["progress"]["total"] <= CHUNK_ITEMS:
         return import_items(ctx, ctx.job["_id"], 0, json.loads(payload))
     # Split without parsing the products: each chunk is the raw JSON of its items.
-    items = json_array.raw_items(payload) or [json.dumps(item).encode() for item in json.loads(payload)]
+    raw = json_array.raw_items(payload)
+    items: Sequence[bytes | msgspec.Raw] = raw or [json.dumps(item).encode() for item in json.loads(payload)]
     chunks = [(json_array.join(items[start:start + CHUNK_ITEMS]), len(items[start:start + CHUNK_ITEMS]),
                {"start": start}) for start in range(0, len(items), CHUNK_ITEMS)]
     return Split(jobs.split(ctx.db, ctx.publisher, ctx.job, "import-chunk", chunks))
@@ -48,7 +51,7 @@ def run_import_chunk(ctx: JobContext) -> dict:
 def import_items(ctx: JobContext, import_id: str, first_index: int, items: list) -> dict:
     """Check and write `items`, the import's items from position `first_index` on."""
     seller_id = ctx.job["owner_id"]
-    imported, rejected, categories = 0, [], set()
+    imported, rejected, categories = 0, [], set()  # type: int, list[dict], set[str]
     with invalidating(ctx.cache) as announce:  # bumps once, when the loop ends
         for offset in range(0, len(items), IMPORT_BATCH):
             if ctx.stopping():
