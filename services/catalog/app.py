@@ -26,10 +26,6 @@ def create_indexes(db: Database) -> None:
 
 
 def create_app(settings: Settings | None = None, clients: Clients | None = None) -> Flask:
-    app = create_service_app("catalog", settings or load_settings(), create_indexes=create_indexes,
-                             clients=clients)
-    app.register_blueprint(products_bp)
-    app.register_blueprint(reviews_bp)
-    app.register_blueprint(categories_bp)
-    app.register_blueprint(imports_bp)
-    return app
+    return create_service_app("catalog", settings or load_settings(),
+                              blueprints=(products_bp, reviews_bp, categories_bp, imports_bp),
+                              create_indexes=create_indexes, clients=clients)

@@ -13,7 +13,7 @@ from pymongo.database import Database
 from services.shared import outbox, storage
 from services.shared.cache import Cache
 from services.shared.cache_deps import invalidating
-from services.shared.errors import DependencyUnavailable
+from services.shared.errors import DependencyUnavailable, Forbidden, NotFound
 from services.shared.events import TOPIC_CATALOG_EVENTS, Publisher
 
 from . import store
@@ -38,12 +38,14 @@ def _emit(db: Database, publisher: Publisher, kind: str, doc: dict) -> None:
     outbox.emit(db, publisher, TOPIC_CATALOG_EVENTS, str(doc["_id"]), product_event(kind, doc))
 
 
-class ProductNotFound(Exception):
-    pass
+class ProductNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("no product with this id")
 
 
-class NotTheSeller(Exception):
-    pass
+class NotTheSeller(Forbidden):
+    def __init__(self, action: str) -> None:
+        super().__init__(f"only the seller may {action} this product")
 
 
 def create_product(db: Database, cache: Cache, publisher: Publisher, seller_id: str, fields: dict) -> dict:
@@ -53,12 +55,12 @@ def create_product(db: Database, cache: Cache, publisher: Publisher, seller_id: 
     return doc
 
 
-def _owned_product(db: Database, product_id: str, user_id: str) -> dict:
+def _owned_product(db: Database, product_id: str, user_id: str, action: str) -> dict:
     product = store.find_product(db, product_id)
     if product is None:
         raise ProductNotFound()
     if product["seller_id"] != user_id:
-        raise NotTheSeller()
+        raise NotTheSeller(action)
     return product
 
 
@@ -75,7 +77,7 @@ def change_product(db: Database, cache: Cache, publisher: Publisher, product_id:
     with invalidating(cache) as announce:
         for _ in range(CHANGE_ATTEMPTS):
             with _product_lock(db, product_id):
-                current = _owned_product(db, product_id, user_id)  # raises once it is deleted
+                current = _owned_product(db, product_id, user_id, "change")  # raises once it is deleted
                 doc = store.update_product(db, product_id, changes, expected_version=current["version"],
                                            announce=announce)
             if doc is not None:
@@ -87,7 +89,7 @@ def change_product(db: Database, cache: Cache, publisher: Publisher, product_id:
 
 
 def remove_product(db: Database, cache: Cache, publisher: Publisher, product_id: str, user_id: str) -> None:
-    _owned_product(db, product_id, user_id)
+    _owned_product(db, product_id, user_id, "delete")
     with invalidating(cache) as announce:
         doc = store.delete_product(db, product_id, announce=announce)
     if doc is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, g
 
 from services.shared.api import operation
-from services.shared.app import require_principal, resources
-from services.shared.errors import Forbidden, NotFound
+from services.shared.app import resources
+from services.shared.auth import Principal
+from services.shared.errors import NotFound
 
 from . import commands, listing, product_page, store
 from .models import NewProduct, Product, ProductList, ProductPage, ProductPatch, ProductQuery
@@ -17,8 +18,7 @@ products_bp = Blueprint("products", __name__)
 @products_bp.post("/v1/products")
 @operation("Offer a product for sale (the caller is the seller)", tag="products", auth=True, body=NewProduct,
            responses={201: Product})
-def create_product(body: NewProduct):
-    principal = require_principal()
+def create_product(body: NewProduct, principal: Principal):
     res = resources()
     doc = commands.create_product(res.db, res.cache, res.publisher, principal.user_id, body.model_dump())
     return store.product_view(doc), 201
@@ -51,29 +51,17 @@ def get_product_page(product_id: str):
 @products_bp.patch("/v1/products/<product_id>")
 @operation("Change a product (its seller only)", tag="products", auth=True, body=ProductPatch,
            responses={200: Product, 403: "Only the seller may change the product"})
-def patch_product(product_id: str, body: ProductPatch):
-    principal = require_principal()
+def patch_product(product_id: str, body: ProductPatch, principal: Principal):
     res = resources()
-    try:
-        doc = commands.change_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id,
-                                      body.model_dump(exclude_unset=True))
-    except commands.ProductNotFound:
-        raise NotFound("no product with this id") from None
-    except commands.NotTheSeller:
-        raise Forbidden("only the seller may change this product") from None
+    doc = commands.change_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id,
+                                  body.model_dump(exclude_unset=True))
     return store.product_view(doc)
 
 
 @products_bp.delete("/v1/products/<product_id>")
 @operation("Delete a product and its reviews (its seller only)", tag="products", auth=True,
            responses={204: None, 403: "Only the seller may delete the product"})
-def delete_product(product_id: str):
-    principal = require_principal()
+def delete_product(product_id: str, principal: Principal):
     res = resources()
-    try:
-        commands.remove_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id)
-    except commands.ProductNotFound:
-        raise NotFound("no product with this id") from None
-    except commands.NotTheSeller:
-        raise Forbidden("only the seller may delete this product") from None
+    commands.remove_product(res.db, res.cache, res.publisher, product_id.lower(), principal.user_id)
     return "", 204

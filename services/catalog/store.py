@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from services.shared.api import iso_time
 from services.shared.cache_deps import Announce, Change, Write
+from services.shared.errors import Conflict
 
 PRODUCTS, REVIEWS, CATEGORIES = "products", "reviews", "categories"
 REVIEWS_ON_PAGE = 10
@@ -33,8 +34,11 @@ SORTS = {
 }
 
 
-class ReviewExists(Exception):
+class ReviewExists(Conflict):
     """This user has already reviewed this product."""
+
+    def __init__(self) -> None:
+        super().__init__("you have already reviewed this product")
 
 
 def list_indexes() -> dict[str, list[tuple[str, int]]]:

@@ -3,7 +3,7 @@
 `create_service_app(name, settings)` returns a Flask app that already has /healthz,
 /readyz, /metrics and /openapi.json, answers every error as JSON, stamps each response
 with X-Request-ID, X-Served-By and X-DB-Round-Trips, logs each request as a JSON line
-and records it in Prometheus. A service adds its blueprints and, if it needs them,
+and records it in Prometheus. A service passes its blueprints and, if it needs them,
 index set-up; its views reach the shared clients through `resources()`. The clients are
 built from the settings unless the caller passes them (`clients=`: a unit test's fakes).
 """
@@ -13,7 +13,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -75,9 +75,11 @@ def create_service_app(
     service: str,
     settings: Settings,
     *,
+    blueprints: Sequence[Blueprint] = (),
     create_indexes: Callable[[Database], None] | None = None,
     clients: Clients | None = None,
 ) -> Flask:
+    """The service's app: `blueprints` (one per resource) on top of the probes, errors and hooks."""
     configure_logging(service, settings.replica_id, settings.log_level)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -95,6 +97,8 @@ def create_service_app(
     register_error_handlers(app)
     _install_request_hooks(app, service, settings.replica_id)
     app.register_blueprint(_probes_blueprint(service))
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
     return app
 
 

@@ -105,11 +105,7 @@ class Cache:
         return None if values is None else values.get(key)
 
     def set(self, key: str, value: Any, ttl: int | None = None) -> bool:
-        try:
-            return bool(self._run(self._server(key),
-                                  lambda c: c.set(key, value, expire=self._ttl(ttl), noreply=False)))
-        except CacheUnavailable:
-            return False
+        return self._store("set", key, value, ttl)
 
     def set_now(self, key: str, value: Any, ttl: int | None = None) -> None:
         """Like set, ignoring the breaker and raising CacheUnavailable (for invalidations)."""
@@ -117,9 +113,13 @@ class Cache:
 
     def add(self, key: str, value: Any, ttl: int | None = None) -> bool:
         """Store only if absent; False when present or when memcached is down. ttl=0: no expiry."""
+        return self._store("add", key, value, ttl)
+
+    def _store(self, command: str, key: str, value: Any, ttl: int | None) -> bool:
+        """memcached's `set` or `add`, waiting for its answer; False when it did not store or is down."""
         try:
-            return bool(self._run(self._server(key),
-                                  lambda c: c.add(key, value, expire=self._ttl(ttl), noreply=False)))
+            return bool(self._run(self._server(key), lambda c: getattr(c, command)(
+                key, value, expire=self._ttl(ttl), noreply=False)))
         except CacheUnavailable:
             return False
 

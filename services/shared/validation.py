@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from bson import ObjectId
 from pydantic import AfterValidator, BeforeValidator, WithJsonSchema
@@ -75,27 +76,22 @@ def whole_number(value: object) -> object:
 
 def short_text(max_length: int, min_length: int = 1):
     """One line of text, trimmed, NFC-normalized (limits count normalized characters), no control characters."""
-    return Annotated[
-        str,
-        BeforeValidator(_normalize_and_strip),
-        AfterValidator(_length(min_length, max_length)),
-        AfterValidator(_clean_text),
-        AfterValidator(_single_line),
-        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length,
-                        **({"pattern": SHORT_TEXT_PATTERN} if min_length else {})}),
-    ]
+    return _text(min_length, max_length, _normalize_and_strip, [_clean_text, _single_line],
+                 SHORT_TEXT_PATTERN if min_length else None)
 
 
 def long_text(max_length: int, min_length: int = 0):
     """Multi-line text, NFC-normalized, without control characters other than newlines and tabs."""
-    return Annotated[
-        str,
-        BeforeValidator(_normalize),
-        AfterValidator(_length(min_length, max_length)),
-        AfterValidator(_clean_text),
-        WithJsonSchema({"type": "string", "minLength": min_length, "maxLength": max_length,
-                        "pattern": LONG_TEXT_PATTERN}),
-    ]
+    return _text(min_length, max_length, _normalize, [_clean_text], LONG_TEXT_PATTERN)
+
+
+def _text(min_length: int, max_length: int, normalize: Callable[[Any], Any], checks: list[Callable[[str], str]],
+          pattern: str | None):
+    """A text field: normalized first, then its length (in normalized characters) and `checks`."""
+    schema = {"type": "string", "minLength": min_length, "maxLength": max_length,
+              **({"pattern": pattern} if pattern else {})}
+    return Annotated[(str, BeforeValidator(normalize), AfterValidator(_length(min_length, max_length)),
+                      *(AfterValidator(check) for check in checks), WithJsonSchema(schema))]
 
 
 ObjectIdStr = Annotated[str, AfterValidator(validate_object_id)]

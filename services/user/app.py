@@ -23,8 +23,5 @@ def create_indexes(db: Database) -> None:
 
 
 def create_app(settings: Settings | None = None, clients: Clients | None = None) -> Flask:
-    app = create_service_app("user", settings or load_settings(), create_indexes=create_indexes,
-                             clients=clients)
-    app.register_blueprint(users_bp)
-    app.register_blueprint(sessions_bp)
-    return app
+    return create_service_app("user", settings or load_settings(), blueprints=(users_bp, sessions_bp),
+                              create_indexes=create_indexes, clients=clients)

@@ -5,7 +5,8 @@ from flask import Blueprint
 
 from services.shared import auth
 from services.shared.api import iso_time, operation
-from services.shared.app import require_principal, resources
+from services.shared.app import resources
+from services.shared.auth import Principal
 from services.shared.errors import Unauthorized
 
 from . import accounts
@@ -29,8 +30,7 @@ def create_session(body: NewSession):
 @sessions_bp.delete("/v1/sessions/current")
 @operation("Sign out: the token is refused by every replica from now on", tag="sessions", auth=True,
            responses={204: None})
-def delete_current_session():
-    principal = require_principal()
+def delete_current_session(principal: Principal):
     res = resources()
     auth.revoke(res.db, res.cache, principal)
     return "", 204

@@ -5,7 +5,8 @@ from flask import Blueprint
 
 from services.shared import jobs
 from services.shared.api import operation
-from services.shared.app import require_principal, resources
+from services.shared.app import resources
+from services.shared.auth import Principal
 from services.shared.errors import NotFound
 from services.shared.job_models import JobAccepted, accepted
 
@@ -24,8 +25,7 @@ def create_user(body: NewUser):
 
 @users_bp.get("/v1/users/me")
 @operation("The signed-in user's account", tag="users", auth=True, responses={200: User})
-def get_me():
-    principal = require_principal()
+def get_me(principal: Principal):
     doc = accounts.find_user(resources().db, principal.user_id)
     if doc is None:
         raise NotFound("the account no longer exists")
@@ -34,8 +34,7 @@ def get_me():
 
 @users_bp.patch("/v1/users/me")
 @operation("Change the signed-in user's profile", tag="users", auth=True, body=ProfileUpdate, responses={200: User})
-def patch_me(body: ProfileUpdate):
-    principal = require_principal()
+def patch_me(body: ProfileUpdate, principal: Principal):
     res = resources()
     doc = accounts.update_profile(res.db, res.cache, principal.user_id, body.model_dump(exclude_unset=True))
     if doc is None:
@@ -63,8 +62,7 @@ def list_profiles(query: ProfileBatchQuery):
 @users_bp.post("/v1/users/me/export")
 @operation("Export everything the signed-in user owns, as a job (answers 202 at once)", tag="users", auth=True,
            responses={202: JobAccepted})
-def export_me():
-    principal = require_principal()
+def export_me(principal: Principal):
     res = resources()
     doc = jobs.submit(res.db, res.publisher, "export", principal.user_id, total=3)
     return accepted(doc)

@@ -15,7 +15,6 @@ from pydantic import Field
 
 from services.shared import auth
 from services.shared.api import QueryParams, RequestBody, operation
-from services.shared.app import require_principal
 from services.shared.errors import register_error_handlers
 from tests.unit.fakes import FakeCache
 
@@ -78,13 +77,13 @@ def client(res):
 
     @app.post("/things")
     @operation("Make a thing", tag="things", auth=True, body=Thing)
-    def make_thing(body: Thing):
-        return {"seller": require_principal().user_id, "name": body.name}, 201
+    def make_thing(body: Thing, principal: auth.Principal):
+        return {"seller": principal.user_id, "name": body.name}, 201
 
     @app.get("/things")
     @operation("Find things", tag="things", auth=True, query=ThingQuery)
-    def find_things(query: ThingQuery):
-        return {"caller": require_principal().user_id, "limit": query.limit}
+    def find_things(query: ThingQuery, principal: auth.Principal):
+        return {"caller": principal.user_id, "limit": query.limit}
 
     @app.post("/open-things")
     @operation("Make a thing, no token needed", tag="things", body=Thing)
@@ -150,6 +149,7 @@ def test_signed_in_caller_with_a_bad_query_gets_422(client):
 
 
 def test_the_view_gets_the_principal_verified_once(client, res):
+    """The operation authenticates and hands the view the principal: one revocation look-up a request."""
     response = client.post("/things", json={"name": "Lamp"}, headers=bearer("seller-7"))
     assert response.status_code == 201
     assert response.get_json() == {"seller": "seller-7", "name": "Lamp"}
