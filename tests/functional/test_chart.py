@@ -61,6 +61,9 @@ VALUE_SETS = {
     "production": [CHART / "ci" / "production-values.yaml"],
     "kind": [REPO / "k8s" / "values-kind.yaml"],
     "minikube": [REPO / "k8s" / "values-minikube.yaml"],
+    # This machine's cluster (make cluster-up): kind's values, then images built here and the
+    # mongo-java-server engine.
+    "local-cluster": [REPO / "k8s" / "values-kind.yaml", REPO / "k8s" / "values-local-cluster.yaml"],
 }
 # The parts of a release (values.yaml `components`), which every template ranges over.
 COMPONENTS = yaml.safe_load((CHART / "values.yaml").read_text())["components"]
@@ -903,6 +906,8 @@ BAD_VALUES = [
     (("mongodb.enabled=false", "externalMongodbUrl=mongodb://db.example.internal:27017/"),
      "networkPolicy.enabled with mongodb outside the release needs networkPolicy.externalEgress"),
     (("gateway.upstreamServers.user[0]=nowhere",), "at '/gateway/upstreamServers/user/0'"),
+    (("mongodb.engine=ferretdb",), "at '/mongodb/engine'"),
+    (("mongodb.javaServer.command={}",), "at '/mongodb/javaServer/command"),
     (("catalog.config.GUNICORN_GRACEFUL_TIMEOUT=40",), "catalog.terminationGracePeriodSeconds (45) must be larger"),
 ]
 
@@ -936,11 +941,95 @@ def requested(objs) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("sets", [(), ("loadgen.enabled=true",)], ids=["defaults", "defaults+loadgen"])
-@pytest.mark.parametrize("value_set", ["default", "kind", "minikube"])
+@pytest.mark.parametrize("value_set", ["default", "kind", "minikube", "local-cluster"])
 def test_default_release_fits_one_small_node(value_set, sets):
     cpu, mem = requested(render(value_set, NEWEST_KUBE, sets))
     assert cpu <= NODE_CPU_M - CONTROL_PLANE_CPU_M, f"requests {cpu:.0f}m CPU: pods would stay Pending"
     assert mem <= MAX_DEFAULT_MEMORY_MI <= NODE_MEMORY_MI - CONTROL_PLANE_MEMORY_MI, f"requests {mem:.0f}Mi memory"
+
+
+# ---- the database engines, and the images of this machine's cluster -----------------------
+
+LOCAL_CLUSTER_VALUES = REPO / "k8s" / "values-local-cluster.yaml"
+
+
+def database_container(objs) -> dict:
+    (container,) = pod_spec(named(objs, "StatefulSet", f"{RELEASE}-mongodb"))["containers"]
+    return container
+
+
+def test_both_database_engines_serve_the_same_address_on_the_same_volume(monkeypatch):
+    """mongodb.engine picks the server; the services, the Service, the port, the volume and the
+    TCP probes (neither mongosh nor any client is in the java image) are the same for both."""
+    from stack.servers import MONGO_DATA_FILE
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["mongodb"]
+    assert values["engine"] == "mongodb", "users' clusters run mongod of the official image by default"
+    port = COMPONENTS["mongodb"]["port"]
+    engines = {"mongodb": render(), "mongo-java-server": render("default", NEWEST_KUBE, ("mongodb.engine=mongo-java-server",))}
+    mongod, java = (database_container(objs) for objs in engines.values())
+    assert mongod["name"] == "mongod" and mongod["image"] == f"{values['image']['repository']}:{values['image']['tag']}"
+    assert mongod["command"][0] == "mongod" and f"--port={port}" in mongod["command"]
+    assert java["name"] == "mongo-java-server" and java["image"].startswith(values["javaServer"]["image"]["repository"] + ":")
+    assert java["command"] == values["javaServer"]["command"]
+    assert java["args"] == ["--host", "0.0.0.0", "--port", str(port), "--file", f"/data/db/{MONGO_DATA_FILE}"]
+    for container in (mongod, java):
+        assert {"name": "mongodb", "containerPort": port, "protocol": "TCP"} in container["ports"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert set(container[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"tcpSocket"}
+        assert {"name": "data", "mountPath": "/data/db"} in container["volumeMounts"]
+    assert "configdb" not in {m["name"] for m in java["volumeMounts"]}  # mongod's alone
+    # The services connect to the same URL whichever engine answers it.
+    urls = {engine: str(service_settings(objs, "catalog", monkeypatch).mongodb_url) for engine, objs in engines.items()}
+    assert len(set(urls.values())) == 1, urls
+
+
+def image_values(values: dict, path: str = "") -> dict[str, dict]:
+    """Every `image` block of a values tree: dotted path of its owner -> {repository, tag, pullPolicy}."""
+    found = {}
+    for key, value in values.items():
+        if key == "image" and isinstance(value, dict):
+            found[path or "."] = value
+        elif isinstance(value, dict):
+            found.update(image_values(value, f"{path}.{key}".lstrip(".")))
+    return found
+
+
+def leaf_paths(values: dict, path: str = "") -> list[str]:
+    return [p for key, value in values.items()
+            for p in (leaf_paths(value, f"{path}.{key}".lstrip(".")) if isinstance(value, dict) else [f"{path}.{key}".lstrip(".")])]
+
+
+def test_the_local_cluster_values_change_only_images_and_the_engine():
+    values = yaml.safe_load(LOCAL_CLUSTER_VALUES.read_text())
+    image_keys = re.compile(r"^(.+\.)?image\.(repository|tag|pullPolicy)$")
+    assert [p for p in leaf_paths(values) if not image_keys.match(p)] == ["mongodb.engine"]
+    assert values["mongodb"]["engine"] == "mongo-java-server"
+    for owner, image in image_values(values).items():
+        assert image["pullPolicy"] in ("Never", "IfNotPresent"), owner  # no registry here
+        assert image["tag"] and image["tag"] != "latest", owner
+
+
+def test_the_local_cluster_runs_only_images_named_in_its_values():
+    """With k8s/values-local-cluster.yaml every container of the release (services, gateway,
+    memcached, Kafka and its topics Job, the database, the loadgen Job, the helm test pod) runs
+    an image built here: no default such as docker.io/library/mongo is left to pull."""
+    named_images = {f"{i['repository']}:{i['tag']}": i["pullPolicy"]
+                    for i in image_values(yaml.safe_load(LOCAL_CLUSTER_VALUES.read_text())).values()}
+    objs = render("local-cluster", NEWEST_KUBE, ("loadgen.enabled=true",))
+    used = {}
+    for obj in of_kind(objs, *POD_KINDS):
+        for c in containers(obj):
+            used[c["image"]] = c["imagePullPolicy"]
+            where = f"{obj['kind']} {obj['metadata']['name']}/{c['name']}"
+            assert c["image"] in named_images, f"{where} runs {c['image']}, not an image named in {LOCAL_CLUSTER_VALUES.name}"
+            assert c["imagePullPolicy"] == named_images[c["image"]], where
+    assert set(used) == set(named_images), f"named but unused: {set(named_images) - set(used)}"
+    assert {component(o) for o in of_kind(objs, *POD_KINDS)} >= {*COMPONENTS, "kafka-topics", "test"}
+    # Every image reference in the templates goes through a value (the release's or a part's `image`).
+    for path in (CHART / "templates").rglob("*.yaml"):
+        for line in re.findall(r"^\s*image: (.*)$", path.read_text(), re.M):
+            assert re.fullmatch(r'\{\{ include "scaleshop\.(imageRef|appImage)" .* \| quote \}\}', line), (path.name, line)
 
 
 # ---- image and cluster files --------------------------------------------------------------
