@@ -838,6 +838,63 @@ def test_loadgen_job_runs_the_load_generator_against_the_gateway():
         build_parser().parse_args(args)  # exits (SystemExit) on arguments loadgen does not accept
 
 
+def test_loadgen_measures_the_system_not_the_rate_limiter(monkeypatch):
+    """The per-client limits hold at the edge on every cluster (kind, minikube, this machine's);
+    a release with a loadgen Job runs its services with loadgen.rateLimits instead: every rule of
+    the policy raised far above what one pod sends, but still on (counted, its cost measured).
+    The Job's load still goes through the gateway, which drops any service identity sent to it,
+    and it waits for the services' rollout to those limits before it sends anything."""
+    from loadgen.rollout import build_parser
+    from services.shared.ratelimit import POLICY
+
+    raised = yaml.safe_load((CHART / "values.yaml").read_text())["loadgen"]["rateLimits"]
+    assert set(raised) == {rule.setting.upper() for rule in POLICY}, "every rule of the policy, no other setting"
+    for value_set in ("default", "kind", "minikube", "local-cluster"):
+        objs = render(value_set)
+        for service in HTTP_SERVICES:
+            settings = service_settings(objs, service, monkeypatch)
+            for rule in POLICY:
+                default = Settings.model_fields[rule.setting].default
+                assert getattr(settings, rule.setting) == default > 0, (value_set, service, rule.name)
+        # A service's own limit is overridden for the run too.
+        sets = ("loadgen.enabled=true", "user.config.RATE_LIMIT_AUTH_PER_MINUTE=10")
+        loaded = render(value_set, NEWEST_KUBE, sets)
+        for service in APP_SERVICES:
+            settings = service_settings(loaded, service, monkeypatch)
+            for rule in POLICY:
+                default = Settings.model_fields[rule.setting].default
+                assert getattr(settings, rule.setting) == raised[rule.setting.upper()] >= 100 * default, \
+                    (value_set, service, rule.name)
+            # Its settings changed, so it rolls: the Job's wait below is for that rollout.
+            annotation = "checksum/config"
+            before = app_deployment(objs, service)["spec"]["template"]["metadata"]["annotations"][annotation]
+            assert app_deployment(loaded, service)["spec"]["template"]["metadata"]["annotations"][annotation] != before
+
+    objs = render("local-cluster", NEWEST_KUBE, ("loadgen.enabled=true",))
+    (job,) = [j for j in of_kind(objs, "Job") if component(j) == "loadgen"]
+    # Through the edge, like any client: it may reach the gateway and nothing else of the release.
+    assert {(a, b, port) for a, b, port in policy_graph(objs) if a == "loadgen"} == {("loadgen", "gateway", 8080)}
+    (edge,) = nginx_servers(chart_nginx_conf(objs))
+    assert 'set $service_token "";' in edge
+    assert "proxy_set_header X-Service-Token $service_token;" in chart_nginx_conf(objs)
+    # It waits until every Deployment of the release has rolled out.
+    (wait,) = pod_spec(job)["initContainers"]
+    assert wait["command"][:3] == ["python", "-m", "loadgen.rollout"]
+    args = build_parser().parse_args(wait["command"][3:])
+    assert args.namespace == NAMESPACE and args.timeout < job["spec"]["activeDeadlineSeconds"]
+    selector = dict(pair.split("=") for pair in args.selector.split(","))
+    deployments = {d["metadata"]["name"]: d["metadata"]["labels"] for d in of_kind(objs, "Deployment")}
+    matched = {name for name, labels in deployments.items() if selector.items() <= labels.items()}
+    assert matched == set(deployments) >= {f"{RELEASE}-{s}" for s in APP_SERVICES}
+    role = named(objs, "Role", f"{RELEASE}-loadgen")
+    assert any("deployments" in r["resources"] and "list" in r["verbs"] for r in role["rules"])
+    assert pod_spec(job)["automountServiceAccountToken"] is True
+    # Without its RBAC it cannot read the Deployments: it does not wait (values.yaml says so).
+    no_rbac = render("default", NEWEST_KUBE, ("loadgen.enabled=true", "loadgen.rbac.create=false"))
+    (job,) = [j for j in of_kind(no_rbac, "Job") if component(j) == "loadgen"]
+    assert "initContainers" not in pod_spec(job)
+
+
 def test_notes_tell_how_to_reach_the_gateway_and_scale(tmp_path):
     """NOTES.txt is not rendered by `helm template`: render it through a copy of the chart."""
     import shutil
@@ -966,11 +1023,13 @@ def test_both_database_engines_serve_the_same_address_on_the_same_volume(monkeyp
     values = yaml.safe_load((CHART / "values.yaml").read_text())["mongodb"]
     assert values["engine"] == "mongodb", "users' clusters run mongod of the official image by default"
     port = COMPONENTS["mongodb"]["port"]
-    engines = {"mongodb": render(), "mongo-java-server": render("default", NEWEST_KUBE, ("mongodb.engine=mongo-java-server",))}
+    engines = {"mongodb": render(),
+               "mongo-java-server": render("default", NEWEST_KUBE, ("mongodb.engine=mongo-java-server",))}
     mongod, java = (database_container(objs) for objs in engines.values())
-    assert mongod["name"] == "mongod" and mongod["image"] == f"{values['image']['repository']}:{values['image']['tag']}"
+    official, java_image = values["image"], values["javaServer"]["image"]
+    assert mongod["name"] == "mongod" and mongod["image"] == f"{official['repository']}:{official['tag']}"
     assert mongod["command"][0] == "mongod" and f"--port={port}" in mongod["command"]
-    assert java["name"] == "mongo-java-server" and java["image"].startswith(values["javaServer"]["image"]["repository"] + ":")
+    assert java["name"] == "mongo-java-server" and java["image"].startswith(java_image["repository"] + ":")
     assert java["command"] == values["javaServer"]["command"]
     assert java["args"] == ["--host", "0.0.0.0", "--port", str(port), "--file", f"/data/db/{MONGO_DATA_FILE}"]
     for container in (mongod, java):
@@ -996,8 +1055,12 @@ def image_values(values: dict, path: str = "") -> dict[str, dict]:
 
 
 def leaf_paths(values: dict, path: str = "") -> list[str]:
-    return [p for key, value in values.items()
-            for p in (leaf_paths(value, f"{path}.{key}".lstrip(".")) if isinstance(value, dict) else [f"{path}.{key}".lstrip(".")])]
+    """The dotted path of every value that is not a mapping."""
+    paths = []
+    for key, value in values.items():
+        here = f"{path}.{key}".lstrip(".")
+        paths += leaf_paths(value, here) if isinstance(value, dict) else [here]
+    return paths
 
 
 def test_the_local_cluster_values_change_only_images_and_the_engine():
@@ -1022,14 +1085,15 @@ def test_the_local_cluster_runs_only_images_named_in_its_values():
         for c in containers(obj):
             used[c["image"]] = c["imagePullPolicy"]
             where = f"{obj['kind']} {obj['metadata']['name']}/{c['name']}"
-            assert c["image"] in named_images, f"{where} runs {c['image']}, not an image named in {LOCAL_CLUSTER_VALUES.name}"
+            assert c["image"] in named_images, f"{where} runs {c['image']}, not named in {LOCAL_CLUSTER_VALUES.name}"
             assert c["imagePullPolicy"] == named_images[c["image"]], where
     assert set(used) == set(named_images), f"named but unused: {set(named_images) - set(used)}"
     assert {component(o) for o in of_kind(objs, *POD_KINDS)} >= {*COMPONENTS, "kafka-topics", "test"}
     # Every image reference in the templates goes through a value (the release's or a part's `image`).
     for path in (CHART / "templates").rglob("*.yaml"):
         for line in re.findall(r"^\s*image: (.*)$", path.read_text(), re.M):
-            assert re.fullmatch(r'\{\{ include "scaleshop\.(imageRef|appImage)" .* \| quote \}\}', line), (path.name, line)
+            through_a_value = r'\{\{ include "scaleshop\.(imageRef|appImage)" .* \| quote \}\}'
+            assert re.fullmatch(through_a_value, line), (path.name, line)
 
 
 # ---- image and cluster files --------------------------------------------------------------

@@ -234,11 +234,16 @@ imagePullSecrets:
 
 {{/*
 The settings of one Python service: the release's `config` with the service's own `config`
-over it (env name -> value, as JSON). Call with (dict "root" $ "component" "user").
+over it and, while a loadgen Job is part of the release, loadgen.rateLimits over both
+(env name -> value, as JSON). Call with (dict "root" $ "component" "user").
 */}}
 {{- define "scaleshop.settings" -}}
 {{- $own := (index .root.Values .component).config | default (dict) }}
-{{- toJson (mergeOverwrite (deepCopy .root.Values.config) (deepCopy $own)) }}
+{{- $settings := mergeOverwrite (deepCopy .root.Values.config) (deepCopy $own) }}
+{{- if .root.Values.loadgen.enabled }}
+{{- $settings = mergeOverwrite $settings (deepCopy .root.Values.loadgen.rateLimits) }}
+{{- end }}
+{{- toJson $settings }}
 {{- end }}
 
 {{/* A setting's value as the environment spells it (YAML numbers arrive as floats). */}}
