@@ -69,10 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        try:
+            config.load_kube_config()
+        except config.ConfigException as exc:
+            print(f"[rollout] no Kubernetes configuration (in a pod or a kubeconfig): {exc}", file=sys.stderr)
+            return 2
     apps = client.AppsV1Api()
 
     def list_deployments() -> Sequence[Any]:
@@ -85,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         wait(list_deployments, args.timeout, log)
     except (TimeoutError, LookupError) as exc:
         print(f"[rollout] {exc}", file=sys.stderr, flush=True)
+        return 1
+    except ApiException as exc:
+        print(f"[rollout] cannot list the Deployments of {args.namespace} ({args.selector}): {exc.status} {exc.reason}",
+              file=sys.stderr, flush=True)
         return 1
     return 0
 
