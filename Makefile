@@ -70,6 +70,20 @@ chaos: install  ## faults under load on a fresh stack of its own (ports +10000);
 	trap '$(PY) -m stack down' EXIT; \
 	$(PY) -m stack up && $(PY) -m stack.chaos --out $(CHAOS_OUT)
 
+# ---- Images built here, offline (README "Kubernetes, verified here"; k8s/images/) --------
+IMAGES ?=
+
+.PHONY: wheelhouse images test-images
+
+wheelhouse: install  ## the services' wheels for a plain `docker build .` (pip wheel into .cache/wheelhouse)
+	@bash k8s/images/build.sh wheelhouse
+
+images: install  ## every image the chart runs, built here from Debian's packages [IMAGES='gateway kafka']
+	@IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) bash k8s/cluster/docker.sh run bash k8s/images/build.sh $(IMAGES)
+
+test-images: images  ## run each image once with docker: the smoke checks of tests/cluster/test_images.py
+	@bash k8s/cluster/docker.sh run $(PY) -m pytest tests/cluster/test_images.py -q -p no:cacheprovider
+
 # ---- Kubernetes: kind or minikube, with the Helm chart (README "Kubernetes (Helm)") -------
 # Need docker (kind-up), kind or minikube, and kubectl on PATH; helm comes from .cache/bin.
 HELM := .cache/bin/helm
@@ -95,7 +109,7 @@ HELM_INSTALL = $(HELM) upgrade --install $(RELEASE) charts/scaleshop -n $(NAMESP
 helm:  ## install helm into .cache/bin (go install, pinned)
 	@bash stack/install.sh helm
 
-kind-up: helm  ## kind cluster + image + helm install; gateway on 127.0.0.1:8090
+kind-up: helm wheelhouse  ## kind cluster + image + helm install; gateway on 127.0.0.1:8090
 	@for tool in docker kind kubectl; do command -v $$tool >/dev/null || { echo "kind-up needs $$tool on PATH"; exit 2; }; done
 	@kind get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)' \
 	  || kind create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml $(if $(KIND_NODE_IMAGE),--image $(KIND_NODE_IMAGE))
@@ -105,7 +119,7 @@ kind-up: helm  ## kind cluster + image + helm install; gateway on 127.0.0.1:8090
 	$(HELM) test $(RELEASE) --kube-context kind-$(KIND_CLUSTER) -n $(NAMESPACE)
 	@echo "gateway: http://127.0.0.1:8090  (try: curl http://127.0.0.1:8090/healthz)"
 
-minikube-up: helm  ## minikube (2 CPUs, 4 GiB) + image + helm install
+minikube-up: helm wheelhouse  ## minikube (2 CPUs, 4 GiB) + image + helm install
 	@for tool in minikube kubectl; do command -v $$tool >/dev/null || { echo "minikube-up needs $$tool on PATH"; exit 2; }; done
 	@minikube -p $(MINIKUBE_PROFILE) status >/dev/null 2>&1 || minikube start -p $(MINIKUBE_PROFILE) --cpus 2 --memory 4g
 	minikube -p $(MINIKUBE_PROFILE) image build -t $(IMAGE_REPO):$(IMAGE_TAG) .
@@ -136,3 +150,27 @@ kube-load: helm  ## loadgen as a Job in the cluster: make kube-load [LOADGEN_ARG
 
 kind-down:  ## delete the kind cluster (and everything in it)
 	kind delete cluster --name $(KIND_CLUSTER)
+
+# ---- A real single-node Kubernetes here (README "Kubernetes, verified here"; k8s/cluster/) ---------
+IMAGE ?=
+
+.PHONY: cluster-install cluster-up cluster-down cluster-status cluster-load test-cluster-infra
+
+cluster-install:  ## build Kubernetes 1.34, CoreDNS, pause and the add-ons into .cache/cluster (cold: 10-20 min)
+	@bash k8s/cluster/install.sh
+
+cluster-up: cluster-install  ## start the single-node cluster (idempotent); prints KUBECONFIG and context
+	@bash k8s/cluster/cluster.sh up
+
+cluster-down:  ## stop the cluster: no process, mount, interface or iptables rule is left
+	@bash k8s/cluster/cluster.sh down
+
+cluster-status:  ## the cluster's processes (pid, RSS) and node
+	@bash k8s/cluster/cluster.sh status
+
+cluster-load:  ## copy a Docker image into the cluster: make cluster-load IMAGE=scaleshop:dev
+	@test -n "$(IMAGE)" || { echo "usage: make cluster-load IMAGE=name:tag"; exit 2; }
+	@bash k8s/cluster/cluster.sh load $(IMAGE)
+
+test-cluster-infra: cluster-install  ## the cluster's own lifecycle test (up, pod, DNS, down, nothing left)
+	@$(PY) -m pytest tests/cluster -x -q -p no:cacheprovider

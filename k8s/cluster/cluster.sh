@@ -3,8 +3,9 @@
 #
 #   k8s/cluster/cluster.sh up        start what is not running (idempotent: on a running cluster it only
 #                                    says so); waits for a Ready node and cluster DNS; prints how to use it
-#   k8s/cluster/cluster.sh down      delete every pod, stop every process by pid, unmount pod mounts,
-#                                    remove the bridges, veths and iptables rules it added
+#   k8s/cluster/cluster.sh down      stop every process by pid (pods: SIGTERM, then SIGKILL after 20 s),
+#                                    unmount pod mounts, remove the bridges, veths and iptables rules it
+#                                    added; the workloads stay in etcd, so `up` brings them back
 #   k8s/cluster/cluster.sh status    the processes (pid, RSS) and the node
 #   k8s/cluster/cluster.sh load IMAGE [IMAGE...]   copy images from the Docker engine into the cluster
 #                                    (starts dockerd with docker.sh when it is not running, stops it after)
@@ -57,15 +58,25 @@ start() {  # start NAME CMD...: detached, in its own session, log in logs/NAME.l
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/$name.pid"
 }
-stop() {
-  local name=$1 pid
-  if pid=$(pid_of "$name"); then
-    log "stopping $name (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 75); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 15 s: SIGKILL"; kill -9 "$pid" 2>/dev/null || true; }
-  fi
-  rm -f "$RUN/$name.pid"
+stop() {  # stop NAME...: SIGTERM to each, up to 15 s for all of them to exit, then SIGKILL
+  local name pid pids=()
+  for name in "$@"; do
+    if pid=$(pid_of "$name"); then
+      log "stopping $name (pid $pid)"
+      kill "$pid" 2>/dev/null && pids+=("$pid")
+    fi
+  done
+  for _ in $(seq 75); do
+    local alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [[ $alive == 0 ]] && break
+    sleep 0.2
+  done
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null && { log "pid $pid did not stop in 15 s: SIGKILL"; kill -9 "$pid" 2>/dev/null; }
+  done
+  for name in "$@"; do rm -f "$RUN/$name.pid"; done
+  return 0
 }
 wait_until() {  # wait_until SECONDS WHAT CMD...: poll CMD every second
   local seconds=$1 what=$2; shift 2
@@ -112,7 +123,7 @@ current-context: $CLUSTER_NAME
 EOF
 }
 make_pki() {
-  mkdir -p "$PKI" && chmod 0700 "$PKI"
+  mkdir -p "$PKI" "$CFG" && chmod 0700 "$PKI"
   if [[ ! -f $PKI/ca.crt ]]; then
     log "creating the cluster's certificate authority and certificates"
     openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -keyout "$PKI/ca.key" \
@@ -390,22 +401,24 @@ EOF
 # ---- down ----------------------------------------------------------------------------------------------
 down() {
   set +e +o pipefail   # best effort from here on: tear down as much as there is
-  if pid_of kubelet >/dev/null && kubectl get --raw /readyz >/dev/null 2>&1; then
-    # the kubelet tears pods down properly (CNI DEL, volume unmounts) while it still runs
-    log "deleting every workload and pod"
-    kubectl delete deployments,replicasets,statefulsets,daemonsets,jobs,cronjobs --all --all-namespaces --wait=false >/dev/null 2>&1
-    kubectl delete pods --all --all-namespaces --grace-period=2 --wait=true --timeout=90s >/dev/null 2>&1
-    for _ in $(seq 30); do [[ -z $("${CTR[@]}" tasks ls -q 2>/dev/null) ]] && break; sleep 1; done
-  fi
-  local name
-  for name in kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do stop "$name"; done
-  if pid_of containerd >/dev/null; then   # anything the kubelet left: kill tasks, remove containers
+  # Like a node's shutdown: the workloads stay in the API (etcd is kept), so the next `up` starts
+  # their pods again. The node's agents stop first (nothing restarts a pod), then the pods (their
+  # watches would hold the API server's shutdown), then the control plane.
+  stop kube-proxy kubelet
+  if pid_of containerd >/dev/null; then   # the pods: SIGTERM, up to 20 s to exit, then SIGKILL
     local task container
+    for task in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks kill -s SIGTERM "$task" >/dev/null 2>&1; done
+    for _ in $(seq 20); do
+      [[ -z $("${CTR[@]}" tasks ls 2>/dev/null | awk 'NR>1 && $3=="RUNNING"') ]] && break
+      sleep 1
+    done
     for task in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks kill -s SIGKILL "$task" >/dev/null 2>&1; done
     sleep 1
     for task in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks delete -f "$task" >/dev/null 2>&1; done
     for container in $("${CTR[@]}" containers ls -q 2>/dev/null); do "${CTR[@]}" containers delete "$container" >/dev/null 2>&1; done
   fi
+  stop kube-scheduler kube-controller-manager kube-apiserver
+  stop etcd
   stop containerd
   # shims whose containerd is gone (a crash): they run with our state dir in their command line
   local shim
@@ -424,9 +437,10 @@ down() {
   for key in $SYSCTLS; do
     [[ -f $RUN/sysctl.$key ]] && sysctl -qw "$key=$(cat "$RUN/sysctl.$key")" && rm -f "$RUN/sysctl.$key"
   done
-  rm -rf "$STATE"/cni-ipam/*/10.* "$RUN"/imported.* 2>/dev/null   # no pods left: no address is taken
+  # what the CNI's DEL would have done for each pod: no pod is left, so no address is taken
+  rm -f "$STATE"/cni-ipam/*/10.* "$STATE"/cni-ipam/*/last_reserved_ip.* 2>/dev/null
   remove_pod_cgroups
-  log "down: no process, mount, interface or iptables rule of the cluster left (data kept in $STATE)"
+  log "down: no process, mount, interface or iptables rule of the cluster left (workloads and volumes kept in $STATE)"
 }
 
 # remove_iptables_rules: kube-proxy's and the kubelet's KUBE-* chains, the CNI's CNI-* chains and the

@@ -142,10 +142,11 @@ def test_the_node_is_ready_and_runs_kubernetes_1_34(running_cluster: HostState) 
 
 
 @pytest.fixture(scope="module")
-def namespace(running_cluster: HostState) -> Iterator[str]:
+def namespace(running_cluster: HostState) -> str:
+    # the cluster keeps its workloads across down/up: a namespace left by an interrupted run goes first
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s")
     kubectl("create", "namespace", NAMESPACE)
-    yield NAMESPACE
-    kubectl("delete", "namespace", NAMESPACE, "--wait=false", check=False)
+    return NAMESPACE
 
 
 def wait_for_pod_phase(namespace: str, pod: str, phases: set[str], seconds: float = 120) -> str:
@@ -165,8 +166,7 @@ def test_a_pod_resolves_a_service_name_through_cluster_dns(namespace: str) -> No
     service_ip = kubectl("-n", namespace, "get", "service", "named-target", "-o", "jsonpath={.spec.clusterIP}")
     kubectl("-n", namespace, "run", "resolver", f"--image={BUSYBOX_IMAGE}", "--image-pull-policy=Never",
             "--restart=Never", "--command", "--", "nslookup", f"named-target.{namespace}.svc.cluster.local")
-    assert wait_for_pod_phase(namespace, "resolver", {"Succeeded", "Failed"}) == "Succeeded", \
-        kubectl("-n", namespace, "logs", "resolver", check=False)
+    wait_for_pod_phase(namespace, "resolver", {"Succeeded", "Failed"})  # busybox fails on the empty AAAA answer
     answer = kubectl("-n", namespace, "logs", "resolver")
     assert f"Address: {service_ip}" in answer, answer
 
@@ -231,6 +231,7 @@ def test_metrics_server_serves_node_metrics(running_cluster: HostState) -> None:
 def test_down_leaves_nothing_behind(running_cluster: HostState) -> None:
     """Runs last in this module: the fixture's own `down` afterwards finds nothing to do."""
     before = running_cluster
+    kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s")
     down = cluster("down")
     assert down.returncode == 0, down.stderr[-3000:]
     after = host_state()
