@@ -224,7 +224,8 @@ def test_every_image_the_chart_runs_here_is_built_and_runs_as_the_charts_user():
     for image, uid in sorted(expected_users.items()):
         result = docker("image", "inspect", "-f", "{{.Config.User}}", image, check=False)
         assert result.returncode == 0, f"{image} is missing: run `make images`"
-        assert result.stdout.strip().split(":")[0] == uid, f"{image} runs as {result.stdout.strip()!r}, the chart as {uid}"
+        user = result.stdout.strip()
+        assert user.split(":")[0] == uid, f"{image} runs as {user!r}, the chart as {uid}"
 
 
 def test_no_image_carries_this_machines_package_sources():
@@ -321,15 +322,16 @@ def test_kafka_starts_in_kraft_mode_and_the_charts_job_creates_the_topics(contai
     kafka = containers.run_pod(manifests, "StatefulSet", f"{RELEASE}-kafka", add_hosts={broker_host: "127.0.0.1"})
 
     def listening() -> None:
-        result = docker("exec", kafka, "/opt/kafka/bin/kafka-topics.sh", "--bootstrap-server", "localhost:9092", "--list",
-                        check=False, timeout=60)
+        result = docker("exec", kafka, "/opt/kafka/bin/kafka-topics.sh", "--bootstrap-server", "localhost:9092",
+                        "--list", check=False, timeout=60)
         assert result.returncode == 0, result.stderr[-500:]
 
     wait_for(listening, "Kafka accepting admin requests", lambda: containers.logs(kafka), timeout=120)
     assert "formatting the KRaft log directory" in containers.logs(kafka)
     address = containers.address(kafka)
+    bootstrap_host = f"{RELEASE}-kafka.{NAMESPACE}.svc.cluster.local"
     job = containers.run_pod(manifests, "Job", f"{RELEASE}-kafka-topics", detach=False,
-                             add_hosts={f"{RELEASE}-kafka.{NAMESPACE}.svc.cluster.local": address, broker_host: address})
+                             add_hosts={bootstrap_host: address, broker_host: address})
     assert job.returncode == 0, job.stdout + job.stderr
     topics = yaml.safe_load((REPO / "charts/scaleshop/files/topics.yaml").read_text())
     names = set(topics) if isinstance(topics, dict) else {t["name"] for t in topics}
