@@ -173,4 +173,4 @@ cluster-load:  ## copy a Docker image into the cluster: make cluster-load IMAGE=
 	@bash k8s/cluster/cluster.sh load $(IMAGE)
 
 test-cluster-infra: cluster-install  ## the cluster's own lifecycle test (up, pod, DNS, down, nothing left)
-	@$(PY) -m pytest tests/cluster -x -q -p no:cacheprovider
+	@$(PY) -m pytest tests/cluster/test_cluster_lifecycle.py -x -q -p no:cacheprovider

@@ -32,6 +32,8 @@ KUBECONFIG = CACHE / "config" / "admin.kubeconfig"
 BUSYBOX_IMAGE = "scaleshop.local/busybox:1"
 NAMESPACE = "cluster-check"
 # what the cluster's pods run as their first process: none may outlive `down`
+# the Docker engine's own mounts (an image build may run meanwhile, with docker.sh): not the cluster's
+DOCKER_PATHS = ("/var/lib/docker", "/run/docker")
 COUNTERS = re.compile(r" \[\d+:\d+\]$")
 POD_PROGRAMS = ("/pause", "/coredns", "/local-path-provisioner", "/metrics-server", "/bin/busybox")
 
@@ -101,7 +103,8 @@ def host_state() -> HostState:
         name = line.split(": ")[1].split("@")[0]
         if "master docker0" not in line and name != "docker0":
             links.add(name)
-    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()}
+    mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if not line.split()[1].startswith(DOCKER_PATHS)}
     return HostState(_cluster_processes(), frozenset(mounts), frozenset(links), _iptables_rules())
 
 
