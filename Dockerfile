@@ -36,9 +36,11 @@ RUN groupadd --system --gid 10001 scaleshop \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin scaleshop
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=root:root /app /app
+# MPLCONFIGDIR: matplotlib (loadgen's reports) keeps its cache in /tmp, writable on a read-only root.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
     BIND_HOST=0.0.0.0 \
     PORT=8080
 WORKDIR /app

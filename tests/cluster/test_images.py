@@ -7,7 +7,8 @@ ConfigMap becomes a read-only bind mount of its rendered files, an emptyDir or a
 tmpfs). Only what Kubernetes itself would supply is filled in here: the Secrets' values, the
 pod's name, and the cluster's DNS names (as --add-host entries pointing at the containers).
 Containers run on Docker's default bridge or with no network; ports are published on
-127.0.0.1 only. Checks: the services answer /healthz; nginx accepts the rendered configuration
+127.0.0.1 only. Checks: the services answer /healthz; the loadgen Job loads its libraries on
+the read-only root; nginx accepts the rendered configuration
 and routes to a service container; memcached answers `version`; Kafka starts in KRaft mode and
 the chart's topic Job creates the topics; the database answers pymongo; the `helm test` pod's
 command passes against these containers; and no image carries this machine's apt sources.
@@ -251,6 +252,17 @@ def test_the_services_answer_healthz_as_the_chart_runs_them(containers):
         assert status == 200 and body.get("status") == "ok", body
         if name != "worker":
             assert headers.get("X-Served-By") == cname  # REPLICA_ID, the pod's name
+
+
+def test_the_loadgen_job_loads_its_libraries_on_the_read_only_root(containers):
+    manifests = render("--set", "loadgen.enabled=true")
+    job = next(doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Job"
+               and doc["metadata"]["labels"].get("app.kubernetes.io/component") == "loadgen")
+    imports = "import kubernetes, matplotlib.pyplot, loadgen.cli, loadgen.report, loadgen.rollout"
+    result = containers.run_pod(manifests, "Job", job, network="none", detach=False,
+                                command=["python", "-c", f"{imports}; print('ok')"])
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+    assert "Read-only file system" not in result.stderr, result.stderr
 
 
 def test_the_gateway_image_accepts_the_charts_cluster_configuration():
