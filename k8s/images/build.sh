@@ -22,7 +22,8 @@
 # skipped. Usage: k8s/images/build.sh [IMAGE...]  (names: debian python jre services gateway
 # memcached kafka mongo-java-server curl; default all). Needs a running dockerd
 # (k8s/cluster/docker.sh; `make images` starts it for the build). `build.sh wheelhouse` only
-# prepares the services' wheelhouse (`make wheelhouse`, before a plain `docker build .`).
+# prepares the services' wheelhouse (`make wheelhouse`, before a plain `docker build .`);
+# `build.sh list` prints the images the chart runs (not the bases), one per line.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -260,6 +261,14 @@ build_services() {
   docker_build services "$REPO" "$REPO/Dockerfile" "$hash" "BASE_IMAGE=$base"
 }
 
+# `build.sh list`: the images the chart runs (not the bases), one per line, e.g. to load them
+# into the cluster.
+if [[ "${1:-}" == list ]]; then
+  for name in "${ORDER[@]}"; do
+    [[ -n "${BASE[$name]:-}" && ! " ${BASE[*]} " == *" $name "* ]] && echo "${IMAGE[$name]}"
+  done
+  exit 0
+fi
 # `build.sh wheelhouse`: only the services' wheelhouse (for a plain `docker build .`; no dockerd needed).
 if [[ "${1:-}" == wheelhouse ]]; then
   bash "$REPO/stack/install.sh" venv
