@@ -15,7 +15,7 @@
 # Each part records a stamp of its inputs (the files it is built from, its flags, Go's version);
 # a run that finds every stamp current does nothing and takes seconds. Long builds report their
 # progress (packages compiled of the total) every 20 s. A first build on a fresh machine takes
-# 10-20 min on 2 cores (Kubernetes ~8-15 min of it); with Go's build cache warm it is link steps.
+# 15-25 min on 2 cores (Kubernetes 8-15 min of it); with Go's build cache warm it is link steps.
 #
 # Usage: k8s/cluster/install.sh [packages|kubernetes|coredns|pause|addons|images]...
 set -euo pipefail
@@ -179,6 +179,10 @@ install_images() {
 parts=("$@")
 [[ ${#parts[@]} -gt 0 ]] || parts=(packages kubernetes coredns pause addons images)
 started=$(date +%s)
+if [[ ! -x $BIN/kubernetes && " ${parts[*]} " == *" kubernetes "* ]]; then
+  log "first build: about 15-25 minutes on 2 cores (Kubernetes, CoreDNS, the add-ons from the Go module proxy;"
+  log "Go's build cache keeps the result, so the next build on this machine is a few link steps)"
+fi
 for part in "${parts[@]}"; do
   case "$part" in
     packages) install_packages ;;
