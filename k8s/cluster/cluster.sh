@@ -284,6 +284,7 @@ load_from_docker() {  # load_from_docker IMAGE...: docker save | ctr import (doc
   local image
   for image in "$@"; do
     log "loading $image from the Docker engine into the cluster"
+    # shellcheck disable=SC2016  # expanded by the inner bash
     "$HERE/docker.sh" run bash -c 'set -o pipefail; "$DOCKER" save "$1" | "${@:2}" images import --all-platforms -' _ "$image" "${CTR[@]}" >/dev/null \
       || die "could not load $image (is it built? /usr/bin/docker image ls)"
   done

@@ -56,7 +56,7 @@ stop() {
     log "stopping dockerd (pid $pid)"
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$PIDFILE"
   # what the engine leaves in the host's network: docker0 and its iptables chains

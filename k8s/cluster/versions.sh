@@ -1,7 +1,7 @@
 # What the single-node cluster is made of: versions (read from the pinned go.mod files, so each
 # is written once), the image names the cluster runs, and the Go packages of the add-ons.
 # Sourced by k8s/cluster/install.sh and k8s/cluster/cluster.sh.
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # the variables are for the scripts that source this file
 
 _CLUSTER_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 _go_mod_version() {  # DIR MODULE: the version go.mod requires (in a require block or on a require line)
