@@ -157,6 +157,7 @@ build_debian() {
   local finish="$HERE/debian/finish-rootfs.sh" hash rootfs="$WORK/rootfs" mirror start updates
   hash=$( { echo "debootstrap --variant=minbase $SUITE"; cat "$finish"; } | sha256sum | cut -d' ' -f1)
   up_to_date debian "$hash" && return
+  [[ $EUID == 0 ]] || die "debootstrap needs root"
   command -v debootstrap >/dev/null || {
     log "installing Debian's debootstrap (apt)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=600 debootstrap >/dev/null \
@@ -283,6 +284,8 @@ start_all=$(date +%s)
 # The jars and the Python env the images take from the local stack's install (idempotent).
 bash "$REPO/stack/install.sh" venv mongo kafka
 "$DOCKER" version >/dev/null 2>&1 || die "dockerd does not answer: run k8s/cluster/docker.sh start (or make images)"
+# The packages are resolved by the host's apt against the base: it must know Debian $SUITE.
+[[ -n "$(host_mirror)" ]] || die "the host's apt sources have no Debian $SUITE archive (the images are Debian $SUITE)"
 mkdir -p "$WORK/logs"
 for name in "${ORDER[@]}"; do
   [[ " ${wanted[*]} " == *" $name "* ]] || continue
