@@ -10,11 +10,14 @@
 #                           local database, kept to migrate old data folders and for `make bench`
 #   .cache/kafka/libs/      Apache Kafka broker jars, fetched by Maven (stack/kafka/pom.xml)
 #   .cache/bin/helm         Helm 3, built with `go install` (the local gateway's nginx.conf, chart checks, kind-up)
+#   .cache/bin/actionlint   actionlint, built with `go install`, and Debian's shellcheck (system-wide):
+#                           they check the users' CI workflow (.github/workflows/cluster.yml)
 #   .cache/postgresql/      Debian's PostgreSQL 15, unpacked: only for `make bench` (FerretDB on
 #                           PostgreSQL); not a default part, `make bench` asks for it
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
-# current does nothing and takes seconds. Usage: stack/install.sh [venv|debian|mongo|ferretdb|kafka|helm]...
+# current does nothing and takes seconds.
+# Usage: stack/install.sh [venv|debian|mongo|ferretdb|kafka|helm|actionlint]...
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -155,6 +158,26 @@ install_helm() {
   stamp_write helm <(echo "$want")
 }
 
+# actionlint, the GitHub Actions workflow linter, from its Go module (it reports the module
+# version it was built from), and Debian's shellcheck, which it runs on every `run:` script.
+# tests/functional/test_workflow.py lints the users' CI recipe with both: it cannot run here.
+ACTIONLINT_VERSION=v1.7.12
+install_actionlint() {
+  if ! command -v shellcheck >/dev/null; then
+    log "installing Debian's shellcheck (actionlint checks the workflow's scripts with it)"
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends shellcheck >/dev/null || die "could not install shellcheck"
+  fi
+  if [[ -x "$CACHE/bin/actionlint" ]] && stamp_ok actionlint <(echo "$ACTIONLINT_VERSION"); then return; fi
+  command -v go >/dev/null || die "Go (1.24 or newer) is needed to build actionlint"
+  log "building actionlint $ACTIONLINT_VERSION with go install (about a minute the first time)"
+  GOBIN="$CACHE/bin" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION" \
+    || die "go install of actionlint $ACTIONLINT_VERSION failed"
+  "$CACHE/bin/actionlint" -version | head -n 1 | grep -qx "$ACTIONLINT_VERSION" \
+    || die "actionlint reports $("$CACHE/bin/actionlint" -version | head -n 1), not $ACTIONLINT_VERSION"
+  stamp_write actionlint <(echo "$ACTIONLINT_VERSION")
+}
+
 # Debian's PostgreSQL 15 for the database benchmark (FerretDB's postgresql handler), unpacked
 # like memcached and nginx. PostgreSQL refuses to run as root, so as root this part also
 # creates the system user that owns the benchmark's PostgreSQL data folders and runs the server.
@@ -184,7 +207,7 @@ install_postgresql() {
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian mongo ferretdb kafka helm)
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian mongo ferretdb kafka helm actionlint)
 start=$(date +%s)
 for part in "${parts[@]}"; do
   case "$part" in
@@ -194,8 +217,9 @@ for part in "${parts[@]}"; do
     ferretdb) install_ferretdb ;;
     kafka) install_kafka ;;
     helm) install_helm ;;
+    actionlint) install_actionlint ;;
     postgresql) install_postgresql ;;
-    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm, postgresql)" ;;
+    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm, actionlint, postgresql)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"

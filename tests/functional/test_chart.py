@@ -1043,6 +1043,48 @@ def test_both_database_engines_serve_the_same_address_on_the_same_volume(monkeyp
     assert len(set(urls.values())) == 1, urls
 
 
+def test_the_java_engine_arguments_start_the_local_stack_server(tmp_path):
+    """The chart's arguments for mongo-java-server, given to the launcher the local stack runs
+    (address and port moved to a free loopback one, the file into a temp folder): it serves the
+    wire protocol, keeps a write in its file, and stops cleanly on SIGTERM (the pod's stop).
+    The image's `scaleshop-mongo` hands its arguments to that same launcher."""
+    from pymongo import MongoClient
+
+    from stack.servers import java_binary
+
+    java = database_container(render("local-cluster"))
+    launcher = REPO / "k8s" / "images" / "mongo-java-server" / "bin" / java["command"][0]
+    assert launcher.exists() and re.search(r'^exec java .* ScaleshopMongo "\$@"$', launcher.read_text(), re.M)
+    classes = CACHE / "mongo" / "classes"
+    if not (classes / "ScaleshopMongo.class").exists():
+        pytest.fail(f"{classes} is missing: run `make install` (stack/install.sh mongo)")
+    args = dict(zip(java["args"][::2], java["args"][1::2], strict=True))
+    port, data = free_port(), tmp_path / Path(args["--file"]).name
+    args.update({"--host": "127.0.0.1", "--port": str(port), "--file": str(data)})
+    argv = [java_binary(), "-Xmx256m", "-cp", f"{classes}:{CACHE / 'mongo' / 'libs'}/*", "ScaleshopMongo",
+            *(item for pair in args.items() for item in pair)]
+    log = (tmp_path / "log").open("w+")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        client = MongoClient(f"mongodb://127.0.0.1:{port}/", serverSelectionTimeoutMS=30_000)
+        assert client.admin.command("ping")["ok"] == 1
+        client.scaleshop.chart_check.insert_one({"_id": "written", "engine": "mongo-java-server"})
+        assert client.scaleshop.chart_check.find_one({"_id": "written"})["engine"] == "mongo-java-server"
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert proc.returncode in (0, 143), f"exit {proc.returncode}:\n{output[-2000:]}"
+    assert data.exists() and data.stat().st_size > 0
+
+
 def image_values(values: dict, path: str = "") -> dict[str, dict]:
     """Every `image` block of a values tree: dotted path of its owner -> {repository, tag, pullPolicy}."""
     found = {}
@@ -1100,7 +1142,7 @@ def test_the_local_cluster_runs_only_images_named_in_its_values():
 
 def test_dockerfile_builds_one_non_root_image_from_a_pinned_base():
     text = (REPO / "Dockerfile").read_text()
-    bases = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    bases = re.findall(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)  # the default base (this machine builds its own)
     assert bases and re.fullmatch(r"python:3\.1[1-9]\.\d+-slim-bookworm", bases[0]), bases
     assert len(re.findall(r"^FROM ", text, re.M)) >= 2, "multi-stage"
     users = re.findall(r"^USER (\S+)$", text, re.M)
