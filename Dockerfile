@@ -7,10 +7,11 @@
 # The build needs no network (`docker build --network none` works): the Python packages come
 # from a wheelhouse made on the host (`make wheelhouse`: pip wheel -r requirements.txt into
 # .cache/wheelhouse), so no package index, proxy or certificate is needed inside the build.
-# BASE_IMAGE: any Debian-based Python 3.11 image with python3 -m venv; `make images` uses
-# the one made here from Debian's packages (scaleshop/python:3.11-bookworm, k8s/images/python).
+# BASE_IMAGE: the base, any Debian-based Python 3.11 image with `python3 -m venv` (default: the
+# official one, pinned); `make images` uses the one made here from Debian's packages
+# (scaleshop/python:3.11-bookworm, k8s/images/python).
 
-ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 
 # ---- build: the dependencies in a virtualenv, from the wheelhouse only ----------------------
 FROM ${BASE_IMAGE} AS build
