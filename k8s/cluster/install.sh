@@ -3,7 +3,8 @@
 # into the git-ignored cache folder (default <repo>/.cache/cluster):
 #
 #   Debian packages   containerd (1.6, run as a second instance with CRI on), runc, the CNI plugins
-#                     (bridge, host-local, portmap), iptables, conntrack, gcc (for the pause program)
+#                     (bridge, host-local, portmap), iptables, conntrack, gcc (for the pause program),
+#                     openssl (the certificates), curl (health checks)
 #   bin/kubernetes    one multi-call binary built from k8s/cluster/kubernetes (Kubernetes 1.34 +
 #                     etcd); bin/etcd, bin/kube-apiserver, ..., bin/kubectl are symlinks to it
 #   bin/coredns       CoreDNS built from k8s/cluster/coredns (trimmed plugin set)
@@ -41,7 +42,7 @@ stamp_ok() { local name=$1; shift; [[ -f "$STAMPS/$name" && "$(cat "$STAMPS/$nam
 stamp_write() { local name=$1; shift; inputs_hash "$@" >"$STAMPS/$name"; }
 
 # ---- Debian packages ---------------------------------------------------------------------------
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev openssl curl)
 install_packages() {
   local missing=() pkg
   for pkg in "${DEBIAN_PACKAGES[@]}"; do
