@@ -50,7 +50,13 @@ die() { log "error: $*"; exit 1; }
 kubectl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
 # ---- processes, by pid -------------------------------------------------------------------------
-pid_of() { [[ -f $RUN/$1.pid ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null && cat "$RUN/$1.pid"; }
+# pid_of NAME: the pid of our running NAME (a pid file left by a reboot may name someone else's process:
+# ours have the cluster's folder in their command line)
+pid_of() {
+  local pid
+  [[ -f $RUN/$1.pid ]] && pid=$(cat "$RUN/$1.pid") &&
+    [[ $(tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline") == *"$C/"* ]] && echo "$pid"
+}
 start() {  # start NAME CMD...: detached, in its own session, log in logs/NAME.log
   local name=$1; shift
   pid_of "$name" >/dev/null && return 0

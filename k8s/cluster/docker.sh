@@ -23,7 +23,8 @@ export DOCKER=/usr/bin/docker
 
 log() { printf '[docker] %s\n' "$*" >&2; }
 
-running() { [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+# running: our dockerd is up (a stale pid file may name another process: ours has our pid file in its command line)
+running() { [[ -f $PIDFILE && $(tr '\0' ' ' 2>/dev/null <"/proc/$(cat "$PIDFILE")/cmdline") == *"$DOCKER_DIR/"* ]]; }
 
 ensure_installed() {
   [[ -x /usr/sbin/dockerd && -x $DOCKER ]] && return
