@@ -268,14 +268,11 @@ def test_the_loadgen_job_loads_its_libraries_on_the_read_only_root(containers):
 
 
 def test_the_gateway_image_accepts_the_charts_cluster_configuration():
-    """The configuration the chart renders for this cluster, checked with `nginx -t`.
-
-    Known fault (xfail): the chart re-resolves its headless Services with `server ... resolve`,
-    which open-source nginx has since 1.27.3; Debian 12's nginx is 1.22. Any other error fails."""
+    """The configuration the chart renders for this cluster, checked with `nginx -t`: the headless
+    Services resolved per request (gateway.dnsBalancing "request"), since Debian 12's nginx (1.22) has
+    no `resolve` on upstream servers (1.27.3 and newer have)."""
     manifests = render("--set", "gateway.resolver=127.0.0.1")  # an address: no DNS with --network none
     result = _nginx_test(manifests)
-    if 'invalid parameter "resolve"' in result.stderr:
-        pytest.xfail("Debian 12's nginx 1.22 has no `resolve` on upstream servers (nginx >= 1.27.3)")
     assert result.returncode == 0 and "test is successful" in result.stderr, result.stderr
 
 
