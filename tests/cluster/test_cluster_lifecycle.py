@@ -2,7 +2,7 @@
 
 Brings the real cluster up (k8s/cluster/cluster.sh, built by k8s/cluster/install.sh), checks that a
 second `up` changes nothing, that the node is Ready, that a pod resolves a Service's name through
-the cluster DNS, that a NodePort answers on 127.0.0.1, that a volume claim binds (local-path
+the cluster DNS, that a NodePort answers on 127.0.0.1, that a StatefulSet's volume claim binds (local-path
 provisioner) and that `kubectl top` has metrics (metrics-server); then brings it down and checks
 that no process, mount, interface or iptables rule of the cluster is left.
 
@@ -108,6 +108,23 @@ def host_state() -> HostState:
     return HostState(_cluster_processes(), frozenset(mounts), frozenset(links), _iptables_rules())
 
 
+def pod_veths() -> frozenset[str]:
+    """The host ends of the pods' veths, on the cluster's pod bridge."""
+    return frozenset(line.split(": ")[1].split("@")[0]
+                     for line in _lines(["ip", "-o", "link", "show", "master", "ssk-cni0"]))
+
+
+def docker_engine_running() -> bool:
+    return any(_command_name(proc) == "dockerd" for proc in Path("/proc").iterdir() if proc.name.isdigit())
+
+
+def _command_name(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 def builtin_policies(rules: frozenset[str]) -> frozenset[str]:
     """Chain policy lines of built-in chains (':INPUT ACCEPT'): a table that appeared empty is no rule."""
     return frozenset(r for r in rules if re.search(r": :(INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) ", r))
@@ -194,27 +211,29 @@ def test_a_node_port_answers_on_loopback(namespace: str) -> None:
             time.sleep(1)
 
 
-def test_a_volume_claim_binds_and_keeps_what_a_pod_writes(namespace: str) -> None:
-    claim = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}},
-    }
-    writer = {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "writer"},
+def test_a_statefulsets_volume_claim_binds_and_keeps_what_its_pod_writes(namespace: str) -> None:
+    stateful_set = {
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "store"},
         "spec": {
-            "restartPolicy": "Never",
-            "containers": [{"name": "writer", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", "echo kept > /data/probe"],
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+            "serviceName": "store", "replicas": 1, "selector": {"matchLabels": {"app": "store"}},
+            "template": {"metadata": {"labels": {"app": "store"}}, "spec": {
+                "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "store", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                                "command": ["sh", "-c", "echo kept > /data/probe && exec sleep 3600"],
+                                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+            # no storageClassName: the cluster's default class must serve it, as for the chart's StatefulSets
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "16Mi"}}}}],
         },
     }
-    kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List",
-                                                                   "items": [claim, writer]}))
-    assert wait_for_pod_phase(namespace, "writer", {"Succeeded", "Failed"}, seconds=180) == "Succeeded"
-    assert kubectl("-n", namespace, "get", "pvc", "data", "-o", "jsonpath={.status.phase}") == "Bound"
-    volume = kubectl("-n", namespace, "get", "pvc", "data", "-o", "jsonpath={.spec.volumeName}")
-    written = list((CACHE / "state" / "volumes").glob(f"{volume}_*/probe"))
+    kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(stateful_set))
+    wait_for_pod_phase(namespace, "store-0", {"Running"}, seconds=180)
+    assert kubectl("-n", namespace, "get", "pvc", "data-store-0", "-o", "jsonpath={.status.phase}") == "Bound"
+    volume = kubectl("-n", namespace, "get", "pvc", "data-store-0", "-o", "jsonpath={.spec.volumeName}")
+    deadline = time.monotonic() + 30
+    while not (written := list((CACHE / "state" / "volumes").glob(f"{volume}_*/probe"))):
+        assert time.monotonic() < deadline, f"nothing written in the volume {volume}"
+        time.sleep(1)
     assert [path.read_text() for path in written] == ["kept\n"]
 
 
@@ -235,12 +254,19 @@ def test_down_leaves_nothing_behind(running_cluster: HostState) -> None:
     """Runs last in this module: the fixture's own `down` afterwards finds nothing to do."""
     before = running_cluster
     kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--timeout=180s")
+    cluster_veths = pod_veths()
+    assert cluster_veths, "CoreDNS and the add-ons run in pods on the bridge"
     down = cluster("down")
     assert down.returncode == 0, down.stderr[-3000:]
     after = host_state()
     assert after.processes == frozenset()
     assert after.mounts - before.mounts == frozenset()
-    assert after.links - before.links == frozenset()
+    assert not any(link.startswith("ssk-") for link in after.links), after.links  # the cluster's bridges
+    assert not cluster_veths & after.links
+    new_links = after.links - before.links
+    if docker_engine_running():  # an image build meanwhile: its veths may not be on docker0 yet
+        new_links = frozenset(link for link in new_links if not link.startswith("veth"))
+    assert new_links == frozenset()
     assert (after.iptables - before.iptables) - builtin_policies(after.iptables) == frozenset()
     again = cluster("down")
     assert again.returncode == 0
