@@ -156,7 +156,7 @@ IMAGE ?=
 
 .PHONY: cluster-install cluster-up cluster-down cluster-status cluster-load test-cluster-infra
 
-cluster-install:  ## build Kubernetes 1.34, CoreDNS, pause and the add-ons into .cache/cluster (cold: 10-20 min)
+cluster-install:  ## build Kubernetes 1.34, CoreDNS, pause and the add-ons into .cache/cluster (first time: 15-25 min)
 	@bash k8s/cluster/install.sh
 
 cluster-up: cluster-install  ## start the single-node cluster (idempotent); prints KUBECONFIG and context
