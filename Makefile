@@ -154,13 +154,28 @@ kind-down:  ## delete the kind cluster (and everything in it)
 # ---- A real single-node Kubernetes here (README "Kubernetes, verified here"; k8s/cluster/) ---------
 IMAGE ?=
 
-.PHONY: cluster-install cluster-up cluster-down cluster-status cluster-load test-cluster-infra
+CLUSTER_CONTEXT := scaleshop-local
+CLUSTER_KUBECONFIG := .cache/cluster/config/admin.kubeconfig
+CLUSTER_HELM = KUBECONFIG=$(CLUSTER_KUBECONFIG) $(HELM)
+
+.PHONY: cluster-install cluster-start cluster-up cluster-down cluster-status cluster-load test-cluster-infra
 
 cluster-install:  ## build Kubernetes 1.34, CoreDNS, pause and the add-ons into .cache/cluster (first time: 15-25 min)
 	@bash k8s/cluster/install.sh
 
-cluster-up: cluster-install  ## start the single-node cluster (idempotent); prints KUBECONFIG and context
+cluster-start: cluster-install  ## start the single-node cluster only (idempotent); prints KUBECONFIG and context
 	@bash k8s/cluster/cluster.sh up
+
+# As `make kind-up` does for kind: the cluster, the images, the chart installed as users install it
+# (values for kind, then this cluster's images), and `helm test`.
+cluster-up: cluster-start images helm  ## cluster here + images + helm install + helm test; gateway on 127.0.0.1:30080
+	@bash k8s/cluster/docker.sh run bash k8s/cluster/cluster.sh load $$(bash k8s/images/build.sh list)
+	$(CLUSTER_HELM) upgrade --install $(RELEASE) charts/scaleshop --kube-context $(CLUSTER_CONTEXT) -n $(NAMESPACE) \
+	  --create-namespace -f k8s/values-kind.yaml -f k8s/values-local-cluster.yaml --wait --timeout 10m
+	$(CLUSTER_HELM) test $(RELEASE) --kube-context $(CLUSTER_CONTEXT) -n $(NAMESPACE)
+	@echo "gateway: http://127.0.0.1:30080  (try: curl http://127.0.0.1:30080/healthz)"
+	@echo "kubectl: export KUBECONFIG=$(abspath $(CLUSTER_KUBECONFIG)) PATH=$(abspath .cache/cluster/bin):\$$PATH  (context $(CLUSTER_CONTEXT))"
+	@echo "         kubectl -n $(NAMESPACE) get pods; kubectl -n $(NAMESPACE) scale deployment/$(RELEASE)-catalog --replicas=4"
 
 cluster-down:  ## stop the cluster: no process, mount, interface or iptables rule is left
 	@bash k8s/cluster/cluster.sh down
