@@ -189,3 +189,15 @@ cluster-load:  ## copy a Docker image into the cluster: make cluster-load IMAGE=
 
 test-cluster-infra: cluster-install  ## the cluster's own lifecycle test (up, pod, DNS, down, nothing left)
 	@$(PY) -m pytest tests/cluster/test_cluster_lifecycle.py -x -q -p no:cacheprovider
+
+# The release's suite (tests/cluster/test_release.py) through the gateway, with kubectl and the Kubernetes
+# API only: this cluster by default, or a user's (KUBE_CONTEXT=kind-scaleshop: gateway on 127.0.0.1:8090,
+# k8s/kind-config.yaml). KUBECONFIG, NAMESPACE, RELEASE and GATEWAY_URL are passed on; not part of `make test`.
+TEST_CLUSTER_CONTEXT = $(if $(filter file,$(origin KUBE_CONTEXT)),$(CLUSTER_CONTEXT),$(KUBE_CONTEXT))
+GATEWAY_URL ?= $(if $(filter kind-%,$(TEST_CLUSTER_CONTEXT)),http://127.0.0.1:8090,http://127.0.0.1:30080)
+
+.PHONY: test-cluster
+test-cluster:  ## pytest against the installed release: make test-cluster [KUBE_CONTEXT=kind-scaleshop]
+	@KUBE_CONTEXT=$(TEST_CLUSTER_CONTEXT) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) GATEWAY_URL=$(GATEWAY_URL) \
+	  $(if $(filter $(CLUSTER_CONTEXT),$(TEST_CLUSTER_CONTEXT)),KUBECONFIG=$${KUBECONFIG:-$(abspath $(CLUSTER_KUBECONFIG))} \
+	  PATH=$(abspath .cache/cluster/bin):$$PATH) $(PY) -m pytest tests/cluster/test_release.py -q -p no:cacheprovider

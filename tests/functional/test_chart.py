@@ -965,7 +965,7 @@ BAD_VALUES = [
     (("gateway.upstreamServers.user[0]=nowhere",), "at '/gateway/upstreamServers/user/0'"),
     (("mongodb.engine=ferretdb",), "at '/mongodb/engine'"),
     (("mongodb.javaServer.command={}",), "at '/mongodb/javaServer/command"),
-    (("catalog.config.GUNICORN_GRACEFUL_TIMEOUT=40",), "catalog.terminationGracePeriodSeconds (45) must be larger"),
+    (("catalog.config.GUNICORN_GRACEFUL_TIMEOUT=40",), "catalog.terminationGracePeriodSeconds (75) must be larger"),
 ]
 
 
