@@ -178,12 +178,17 @@ def upgrade_under_load(gateway: str, cluster: Cluster, paths: list[str], label: 
     assert len(load.answers()) == load.sent > LOAD_RATE * 10
 
 
+def setting(cluster: Cluster, name: str) -> dict[str, str]:
+    """The value of setting `name` in each service's ConfigMap (<deployment>-config), by service."""
+    return {service: kubectl("get", "configmap", f"{cluster.deployment_name(service)}-config",
+                             "-o", f"jsonpath={{.data.{name}}}") for service in SERVICES}
+
+
 def test_a_helm_upgrade_of_the_config_and_back_rolls_every_service_under_load_failing_no_read(
         gateway, cluster: Cluster, seller, product, tmp_path):
     name, value = CHANGED_SETTING
-    config_map = f"{RELEASE}-config"
-    original = kubectl("get", "configmap", config_map, "-o", f"jsonpath={{.data.{name}}}")
-    assert original and original != value, f"{config_map} has {name}={original!r}: pick another change"
+    original = setting(cluster, name)
+    assert all(original.values()) and value not in original.values(), f"{name}: {original}: pick another change"
     release_values = tmp_path / "release-values.yaml"
     release_values.write_text(helm("get", "values", RELEASE, "-o", "yaml"))
     paths = [f"/v1/products/{product['id']}", f"/v1/products?category={product['category']}",
@@ -191,11 +196,11 @@ def test_a_helm_upgrade_of_the_config_and_back_rolls_every_service_under_load_fa
     try:
         upgrade_under_load(gateway, cluster, paths, f"helm upgrade {name}={value}",
                            "-f", str(release_values), "--set", f"config.{name}={value}")
-        assert kubectl("get", "configmap", config_map, "-o", f"jsonpath={{.data.{name}}}") == value
+        assert setting(cluster, name) == dict.fromkeys(SERVICES, value)
     finally:
         upgrade_under_load(gateway, cluster, paths, "helm upgrade back to the release's values",
                            "-f", str(release_values))
-    assert kubectl("get", "configmap", config_map, "-o", f"jsonpath={{.data.{name}}}") == original
+    assert setting(cluster, name) == original
 
 
 # ---- 3. PodDisruptionBudgets -------------------------------------------------------------------
