@@ -8,7 +8,8 @@ Only the Kubernetes API (client and `kubectl`), `helm` and HTTP on GATEWAY_URL (
    release's own values, each under an open-loop read load: every user, catalog and worker pod is
    replaced, and every read is a 200;
 3. the PodDisruptionBudgets: one per workload, and the Eviction API honours catalog's: with its two
-   pods serving, one eviction is allowed and the next, at once, refused with 429.
+   pods serving, one eviction is allowed and the next, at once, refused with 429, under an open-loop
+   read load with zero failed reads.
 
 The release is left as found: replica counts are restored, and the upgrade back re-applies the
 release's user-supplied values (`helm get values`) exactly. Each load's counts are printed at the end.
@@ -222,8 +223,8 @@ def disruptions_allowed(name: str, timeout: float) -> int:
         time.sleep(0.5)
 
 
-def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_catalogs(cluster: Cluster,
-                                                                                      restore_replicas):
+def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_catalogs(gateway, cluster: Cluster,
+                                                                                      restore_replicas, product):
     selector = f"app.kubernetes.io/instance={RELEASE}"
     policy = client.PolicyV1Api()
     budgets: list[Any] = policy.list_namespaced_pod_disruption_budget(NAMESPACE, label_selector=selector).items
@@ -241,16 +242,24 @@ def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_cata
     pods = sorted(cluster.wait_until_only(catalog, cluster.replicas(catalog)))
     assert len(pods) == 2, f"{catalog} runs {pods}: the test needs it at 2 replicas"
     assert disruptions_allowed(budget.metadata.name, ROLLOUT_TIMEOUT) == 1, budget.spec
-    evict(cluster, pods[0])
-    with pytest.raises(ApiException) as refused:
-        evict(cluster, pods[1])
-    refused_at = time.monotonic()
+    with OpenLoopLoad(gateway, [f"/v1/products/{product['id']}"], rate=LOAD_RATE) as load:
+        time.sleep(3)
+        evict(cluster, pods[0])
+        with pytest.raises(ApiException) as refused:
+            evict(cluster, pods[1])
+        refused_at = time.monotonic()
+        allowed_again = disruptions_allowed(budget.metadata.name, ROLLOUT_TIMEOUT)
+        allowed_in = time.monotonic() - refused_at
+        serving = cluster.wait_until_only(catalog, 2)
+        time.sleep(3)
+    load.summary(f"{pods[0]} evicted, {pods[1]} refused")
+    print(f"[eviction] {pods[0]} evicted; {pods[1]} refused with {refused.value.status} "
+          f"({budget.metadata.name}: {budget.spec.to_dict()}); allowed {allowed_again} again {allowed_in:.0f} s "
+          f"later (the replacement ready); the evicted pod gone after {time.monotonic() - refused_at - 3:.0f} s; "
+          f"serving {sorted(serving)}", flush=True)
     assert refused.value.status == 429, f"{refused.value.status}: {refused.value.body}"
     assert "disruption budget" in str(refused.value.body), refused.value.body
-    serving = cluster.wait_until_only(catalog, 2)
-    allowed_again = disruptions_allowed(budget.metadata.name, ROLLOUT_TIMEOUT)
-    print(f"[eviction] {pods[0]} evicted; {pods[1]} refused with 429 ({budget.metadata.name}: "
-          f"{budget.spec.to_dict()}); replaced and allowed {allowed_again} again "
-          f"{time.monotonic() - refused_at:.0f} s later; serving {sorted(serving)}", flush=True)
     assert pods[1] in serving and pods[0] not in serving, serving
     assert allowed_again == 1
+    assert not load.failures(), load.failures()[:20]
+    assert len(load.answers()) == load.sent > LOAD_RATE * 10
