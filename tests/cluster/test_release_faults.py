@@ -9,7 +9,9 @@ Only the Kubernetes API (client and `kubectl`), `helm` and HTTP on GATEWAY_URL (
    replaced, and every read is a 200;
 3. the PodDisruptionBudgets: one per workload, and the Eviction API honours catalog's: with its two
    pods serving, one eviction is allowed and the next, at once, refused with 429, under an open-loop
-   read load with zero failed reads.
+   read load with zero failed reads;
+4. the HorizontalPodAutoscaler: turned on for catalog by a `helm upgrade`, it scales catalog out
+   under an open-loop read load and back to its minimum after it; turned off again after.
 
 The release is left as found: replica counts are restored, and the upgrade back re-applies the
 release's user-supplied values (`helm get values`) exactly. Each load's counts are printed at the end.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -185,6 +188,7 @@ def setting(cluster: Cluster, name: str) -> dict[str, str]:
                              "-o", f"jsonpath={{.data.{name}}}") for service in SERVICES}
 
 
+@pytest.mark.timeout(8 * ROLLOUT_TIMEOUT)  # two upgrades under load, each awaiting the old pods' preStop sleep
 def test_a_helm_upgrade_of_the_config_and_back_rolls_every_service_under_load_failing_no_read(
         gateway, cluster: Cluster, seller, product, tmp_path):
     name, value = CHANGED_SETTING
@@ -263,3 +267,96 @@ def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_cata
     assert allowed_again == 1
     assert not load.failures(), load.failures()[:20]
     assert len(load.answers()) == load.sent > LOAD_RATE * 10
+
+
+# ---- 4. the HorizontalPodAutoscaler ------------------------------------------------------------
+
+HPA_LOAD_RATE = 90.0          # reads per second: under the edge's 6,000 reads per minute per client
+SCALE_OUT_TIMEOUT = 240
+SCALE_IN_TIMEOUT = 600        # the HPA's default scale-down stabilization is 300 s
+
+
+def catalog_autoscaler(cluster: Cluster) -> Any:
+    """The release's HorizontalPodAutoscaler of catalog, or None."""
+    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=catalog"
+    found = client.AutoscalingV2Api().list_namespaced_horizontal_pod_autoscaler(NAMESPACE, label_selector=selector)
+    return found.items[0] if found.items else None
+
+
+def wait_for_autoscaler(cluster: Cluster, ready: Any, timeout: float) -> Any:
+    """Poll catalog's autoscaler until `ready(hpa)`; fail with its status after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not ready(hpa := catalog_autoscaler(cluster)):
+        assert time.monotonic() < deadline, f"after {timeout} s: {hpa.status if hpa else 'no autoscaler'}"
+        time.sleep(1)
+    return hpa
+
+
+class ReplicaWatch:
+    """The distinct replica counts (spec.replicas) a Deployment has while the block runs, in order."""
+
+    def __init__(self, cluster: Cluster, deployment: str):
+        self.cluster, self.deployment, self.seen = cluster, deployment, [cluster.replicas(deployment)]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="replica-watch", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            count = self.cluster.replicas(self.deployment)
+            if count != self.seen[-1]:
+                self.seen.append(count)
+
+    def __enter__(self) -> ReplicaWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.timeout(SCALE_OUT_TIMEOUT + SCALE_IN_TIMEOUT + 4 * ROLLOUT_TIMEOUT)
+def test_the_autoscaler_scales_catalog_out_under_load_and_back(gateway, cluster: Cluster, restore_replicas,
+                                                                product, tmp_path):
+    catalog = cluster.deployment_name("catalog")
+    restore_replicas(catalog)
+    replicas = cluster.replicas(catalog)
+    cluster.wait_until_only(catalog, replicas)
+    assert catalog_autoscaler(cluster) is None, "autoscaling is on already: the test turns it on itself"
+    release_values = tmp_path / "release-values.yaml"
+    release_values.write_text(helm("get", "values", RELEASE, "-o", "yaml"))
+    paths = [f"/v1/products/{product['id']}", f"/v1/products?category={product['category']}"]
+    try:
+        with ReplicaWatch(cluster, catalog) as enabling:
+            helm("upgrade", RELEASE, str(CHART), "--wait", f"--timeout={ROLLOUT_TIMEOUT}s",
+                 "-f", str(release_values), "--set", "catalog.autoscaling.enabled=true")
+            hpa = wait_for_autoscaler(cluster, lambda h: h and h.status.current_metrics, ROLLOUT_TIMEOUT)
+        minimum, target = hpa.spec.min_replicas, hpa.spec.metrics[0].resource.target.average_utilization
+        idle = hpa.status.current_metrics[0].resource.current.average_utilization
+        with OpenLoopLoad(gateway, paths, rate=HPA_LOAD_RATE, max_seconds=SCALE_OUT_TIMEOUT) as load:
+            started = time.monotonic()
+            hpa = wait_for_autoscaler(cluster, lambda h: h.status.desired_replicas > minimum, SCALE_OUT_TIMEOUT)
+            decided_in = time.monotonic() - started
+            busy = hpa.status.current_metrics[0].resource.current.average_utilization
+            out = hpa.status.desired_replicas
+            serving = cluster.wait_until_only(catalog, cluster.replicas(catalog))
+            scaled_out_in = time.monotonic() - started
+            seen = load.wait_until_served_by(serving, started, SERVED_BY_TIMEOUT)
+        load.summary(f"HPA {minimum} -> {out} catalog replicas (CPU target {target}%, idle {idle}%, "
+                     f"under load {busy}%)")
+        stopped = time.monotonic()
+        hpa = wait_for_autoscaler(cluster, lambda h: h.status.desired_replicas == minimum, SCALE_IN_TIMEOUT)
+        back = cluster.wait_until_only(catalog, minimum, SCALE_IN_TIMEOUT)
+        scaled_in_in = time.monotonic() - stopped
+        print(f"[HPA] catalog {minimum} -> {len(serving)} serving pods: decided {decided_in:.0f} s and serving "
+              f"{scaled_out_in:.0f} s after the load began ({HPA_LOAD_RATE:.0f} reads/s); back to {len(back)} "
+              f"{scaled_in_in:.0f} s after it stopped; CPU {idle}% idle, {busy}% under load (target {target}%); "
+              f"replicas while autoscaling was enabled: {enabling.seen}", flush=True)
+        assert min(enabling.seen) >= replicas, f"enabling autoscaling set catalog's replicas {enabling.seen}"
+        assert len(serving) > minimum and serving <= seen, f"serving {sorted(serving)}; answered {sorted(seen)}"
+        assert not load.failures(), load.failures()[:20]
+        assert len(back) == minimum
+    finally:
+        helm("upgrade", RELEASE, str(CHART), "--wait", f"--timeout={ROLLOUT_TIMEOUT}s", "-f", str(release_values))
+        cluster.wait_until_only(catalog, replicas)
+    assert catalog_autoscaler(cluster) is None
