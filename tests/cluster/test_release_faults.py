@@ -33,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import (
     KUBE_CONTEXT,
+    LOAD_REPORTS,
     NAMESPACE,
     RELEASE,
     ROLLOUT_TIMEOUT,
@@ -51,6 +52,13 @@ IMPORT_TIMEOUT = 300
 SERVICES = ("user", "catalog", "worker")
 # The setting the upgrade changes: harmless, read by every service, not its default.
 CHANGED_SETTING = ("LOG_LEVEL", "DEBUG")
+
+
+def report(*parts: str) -> None:
+    """Print a line (and its continuation lines) and keep it for the run's summary, beside the loads'."""
+    line = "\n  ".join(parts)
+    LOAD_REPORTS.append(line)
+    print(line, flush=True)
 
 
 def get(url: str, **kwargs) -> requests.Response:
@@ -99,23 +107,23 @@ def test_a_worker_pod_deleted_mid_import_the_import_completes_exactly_once(gatew
     kubectl("delete", "pod", victim, "--wait=false")
     deleted_at = time.monotonic()
     at_deletion = job_status(gateway, seller, status_url)
-    print(f"[worker deleted mid-import] deleted {victim} ({'it split the job' if splitters else 'any worker'}) "
+    report(f"[worker deleted mid-import] deleted {victim} ({'it split the job' if splitters else 'any worker'}) "
           f"{deleted_at - started:.1f} s after the POST (answered in {posted_in:.1f} s); "
-          f"job then {at_deletion['status']}, progress {at_deletion['progress']}", flush=True)
+          f"job then {at_deletion['status']}, progress {at_deletion['progress']}")
     assert at_deletion["status"] == "running", f"the import ended before a worker could be deleted: {at_deletion}"
     while victim in {str(pod.metadata.name) for pod in cluster.pods(worker)} and time.monotonic() < deadline:
         time.sleep(0.1)
     gone_at = time.monotonic()
     at_gone = job_status(gateway, seller, status_url)
-    print(f"[worker deleted mid-import] {victim} gone {gone_at - deleted_at:.1f} s after the deletion; job then "
-          f"{at_gone['status']}, progress {at_gone['progress']}", flush=True)
+    report(f"[worker deleted mid-import] {victim} gone {gone_at - deleted_at:.1f} s after the deletion; job then "
+          f"{at_gone['status']}, progress {at_gone['progress']}")
     try:
         victim_lines = [line for line in victim_log.communicate(timeout=10)[0].splitlines() if job_id in line]
     except subprocess.TimeoutExpired:
         victim_log.kill()
         victim_lines = [line for line in victim_log.communicate()[0].splitlines() if job_id in line]
-    print(f"[worker deleted mid-import] {victim}'s log lines about the job: {len(victim_lines)}",
-          *victim_lines[-12:], sep="\n  ", flush=True)
+    report(f"[worker deleted mid-import] {victim}'s log lines about the job: {len(victim_lines)}",
+          *victim_lines[-12:])
     assert at_gone["status"] == "running", f"the import ended before the deleted worker was gone: {at_gone}"
 
     while job["status"] not in {"succeeded", "failed"} and time.monotonic() < deadline:
@@ -125,11 +133,11 @@ def test_a_worker_pod_deleted_mid_import_the_import_completes_exactly_once(gatew
     after = cluster.wait_until_only(worker, replicas)
     listed = get(f"{gateway}/v1/products", params={"category": category, "per_page": 1}).json()
     result = job.get("result") or {}
-    print(f"[worker deleted mid-import] job {job['status']} {finished_at - started:.1f} s after the POST "
+    report(f"[worker deleted mid-import] job {job['status']} {finished_at - started:.1f} s after the POST "
           f"({finished_at - deleted_at:.1f} s after the deletion); result imported "
           f"{result.get('imported')}, rejected {len(result.get('rejected', []))}, "
           f"progress {job['progress']}; products in the category {listed.get('total')}; "
-          f"workers now {sorted(after)}", flush=True)
+          f"workers now {sorted(after)}")
     assert job["status"] == "succeeded", job
     assert job["result"]["imported"] == IMPORT_ITEMS and job["result"]["rejected"] == [], job["result"]
     assert job["progress"] == {"done": IMPORT_ITEMS, "total": IMPORT_ITEMS}, job
@@ -257,10 +265,10 @@ def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_cata
         serving = cluster.wait_until_only(catalog, 2)
         time.sleep(3)
     load.summary(f"{pods[0]} evicted, {pods[1]} refused")
-    print(f"[eviction] {pods[0]} evicted; {pods[1]} refused with {refused.value.status} "
+    report(f"[eviction] {pods[0]} evicted; {pods[1]} refused with {refused.value.status} "
           f"({budget.metadata.name}: {budget.spec.to_dict()}); allowed {allowed_again} again {allowed_in:.0f} s "
           f"later (the replacement ready); the evicted pod gone after {time.monotonic() - refused_at - 3:.0f} s; "
-          f"serving {sorted(serving)}", flush=True)
+          f"serving {sorted(serving)}")
     assert refused.value.status == 429, f"{refused.value.status}: {refused.value.body}"
     assert "disruption budget" in str(refused.value.body), refused.value.body
     assert pods[1] in serving and pods[0] not in serving, serving
@@ -351,11 +359,11 @@ def test_the_autoscaler_scales_catalog_out_under_load_and_back(gateway, cluster:
         hpa = wait_for_autoscaler(cluster, lambda h: h.status.desired_replicas == minimum, SCALE_IN_TIMEOUT)
         back = cluster.wait_until_only(catalog, minimum, SCALE_IN_TIMEOUT)
         scaled_in_in = time.monotonic() - stopped
-        print(f"[HPA] catalog {minimum} -> {len(serving)} serving pods: decided {decided_in:.0f} s and serving "
+        report(f"[HPA] catalog {minimum} -> {len(serving)} serving pods: decided {decided_in:.0f} s and serving "
               f"{scaled_out_in:.0f} s after the load began ({HPA_LOAD_RATE:.0f} reads/s), all answering after "
               f"{all_answered_in:.0f} s; back to {len(back)} "
               f"{scaled_in_in:.0f} s after it stopped; CPU {idle}% idle, {busy}% under load (target {target}%); "
-              f"replicas while autoscaling was enabled: {enabling.seen}", flush=True)
+              f"replicas while autoscaling was enabled: {enabling.seen}")
         assert min(enabling.seen) >= replicas, f"enabling autoscaling set catalog's replicas {enabling.seen}"
         assert len(serving) > minimum and serving <= seen, f"serving {sorted(serving)}; answered {sorted(seen)}"
         assert not load.failures(), load.failures()[:20]
