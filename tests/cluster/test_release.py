@@ -26,7 +26,9 @@ from tests.functional.api_checks import assert_error
 
 LOAD_RATE = 40.0          # reads per second: far below the edge's 6,000 reads per minute per client
 IMPORT_TIMEOUT = 120
-SERVED_BY_TIMEOUT = 30    # seconds for every new replica to be picked by the gateway
+# Seconds for a new replica to be picked by the gateway: once the cluster DNS's cache (30 s), then the
+# gateway's (5 s), list it.
+SERVED_BY_TIMEOUT = 45
 
 
 def get(url: str, **kwargs) -> requests.Response:

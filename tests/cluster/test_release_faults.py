@@ -282,8 +282,6 @@ def test_every_workload_has_a_pod_disruption_budget_and_an_eviction_honours_cata
 HPA_LOAD_RATE = 90.0          # reads per second: under the edge's 6,000 reads per minute per client
 SCALE_OUT_TIMEOUT = 240
 SCALE_IN_TIMEOUT = 600        # the HPA's default scale-down stabilization is 300 s
-# A new pod gets requests once the cluster DNS's cache (30 s) and then the gateway's (5 s) list it.
-NEW_POD_SERVED_TIMEOUT = 45
 
 
 def catalog_autoscaler(cluster: Cluster) -> Any:
@@ -351,7 +349,7 @@ def test_the_autoscaler_scales_catalog_out_under_load_and_back(gateway, cluster:
             out = hpa.status.desired_replicas
             serving = cluster.wait_until_only(catalog, cluster.replicas(catalog))
             scaled_out_in = time.monotonic() - started
-            seen = load.wait_until_served_by(serving, started, NEW_POD_SERVED_TIMEOUT)
+            seen = load.wait_until_served_by(serving, started, SERVED_BY_TIMEOUT)
             all_answered_in = time.monotonic() - started
         load.summary(f"HPA {minimum} -> {out} catalog replicas (CPU target {target}%, idle {idle}%, "
                      f"under load {busy}%)")
