@@ -27,13 +27,15 @@ import pytest
 import requests
 from kubernetes import client, config
 
+from tests.functional.conftest import Account
+from tests.functional.conftest import sign_up as functional_sign_up
+
 KUBE_CONTEXT = os.environ.get("KUBE_CONTEXT", "scaleshop-local")
 NAMESPACE = os.environ.get("NAMESPACE", "scaleshop")
 RELEASE = os.environ.get("RELEASE", "scaleshop")
 GATEWAY_URL = os.environ.get("GATEWAY_URL", "http://127.0.0.1:30080").rstrip("/")
 TIMEOUT = 15
 ROLLOUT_TIMEOUT = 240
-PASSWORD = "correct horse battery 42"
 
 LOAD_REPORTS: list[str] = []
 
@@ -145,30 +147,9 @@ def gateway(cluster: Cluster) -> str:
     return GATEWAY_URL
 
 
-@dataclass(frozen=True)
-class Account:
-    id: str
-    email: str
-    display_name: str
-    token: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-
 def sign_up(base: str, display_name: str) -> Account:
-    """POST /v1/users then POST /v1/sessions, asserting the statuses and bodies of DESIGN.md."""
-    email = f"cluster-{uuid.uuid4().hex[:12]}@example.com"
-    created = requests.post(f"{base}/v1/users", json={"email": email, "password": PASSWORD,
-                                                      "display_name": display_name}, timeout=TIMEOUT)
-    assert created.status_code == 201, created.text
-    user = created.json()
-    assert user["email"] == email and user["display_name"] == display_name and user["id"], user
-    session = requests.post(f"{base}/v1/sessions", json={"email": email, "password": PASSWORD}, timeout=TIMEOUT)
-    assert session.status_code == 201, session.text
-    assert session.json()["user_id"] == user["id"], session.text
-    return Account(id=user["id"], email=email, display_name=display_name, token=session.json()["token"])
+    """The functional suite's sign-up (statuses and bodies of DESIGN.md checked), with this suite's timeout."""
+    return functional_sign_up(base, display_name, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="session")

@@ -93,15 +93,19 @@ class Account:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def sign_up(base_url: str, display_name: str = "Test User", password: str = "correct horse battery") -> Account:
-    """Create an account and sign in, through the public API."""
+def sign_up(base_url: str, display_name: str = "Test User", password: str = "correct horse battery",
+            timeout: float = 10) -> Account:
+    """Create an account and sign in, through the public API, checking the bodies of DESIGN.md."""
     email = unique_email()
     created = requests.post(f"{base_url}/v1/users", json={"email": email, "password": password,
-                                                           "display_name": display_name}, timeout=10)
+                                                           "display_name": display_name}, timeout=timeout)
     assert created.status_code == 201, created.text
-    session = requests.post(f"{base_url}/v1/sessions", json={"email": email, "password": password}, timeout=10)
+    user = created.json()
+    assert user["email"] == email and user["display_name"] == display_name and user["id"], user
+    session = requests.post(f"{base_url}/v1/sessions", json={"email": email, "password": password}, timeout=timeout)
     assert session.status_code == 201, session.text
-    return Account(created.json()["id"], email, password, display_name, session.json()["token"])
+    assert session.json()["user_id"] == user["id"], session.text
+    return Account(user["id"], email, password, display_name, session.json()["token"])
 
 
 @pytest.fixture
