@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import jwt
 from flask import g, request
 from pymongo.database import Database
+from werkzeug.datastructures import Headers
 
 from .cache import Cache
 from .errors import Unauthorized
@@ -55,12 +56,17 @@ def decode_token(secret: str, token: str) -> Principal:
     return Principal(claims["sub"], claims["jti"], expires)
 
 
+def bearer_in(headers: Mapping[str, str] | Headers) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 def bearer_token() -> str:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_in(request.headers)
+    if token is None:
         raise Unauthorized()
-    return token.strip()
+    return token
 
 
 def _revoked_key(token_id: str) -> str:

@@ -55,13 +55,12 @@ import re
 import time
 from dataclasses import dataclass
 
-import jwt
 from flask import Request
 
-from .auth import ALGORITHM, ISSUER
+from .auth import bearer_in, decode_token
 from .cache import Cache, CacheUnavailable
 from .config import Settings
-from .errors import TooManyRequests
+from .errors import TooManyRequests, Unauthorized
 from .service_identity import HeaderLookup, service_caller
 
 log = logging.getLogger(__name__)
@@ -118,14 +117,13 @@ def client_address(headers: HeaderLookup, remote_addr: str | None) -> str:
 
 def token_user(headers: HeaderLookup, secret: str) -> str | None:
     """The user of a valid bearer token (signature, issuer and expiry; revocation is not asked here)."""
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_in(headers)
+    if token is None:
         return None
     try:
-        claims = jwt.decode(token.strip(), secret, algorithms=[ALGORITHM], issuer=ISSUER)
-    except jwt.PyJWTError:
+        return decode_token(secret, token).user_id
+    except Unauthorized:
         return None
-    return claims["sub"] if isinstance(claims.get("sub"), str) else None
 
 
 def client_key(rule: Rule, headers: HeaderLookup, remote_addr: str | None, secret: str) -> str:
