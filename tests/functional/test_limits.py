@@ -47,10 +47,11 @@ def _in_one_window(check, same_client: bool = False) -> None:
     """Run a check that counts within one rate-limit minute; once more if a minute boundary fell inside.
 
     Each call of `check` must use clients of its own (the first call's counters are spent), or say
-    `same_client`: then the second call waits for a minute of its own, whose counters start at zero.
+    `same_client`: then each call waits for a minute of its own, whose counters start at zero (earlier
+    tests, e.g. test_internal_traffic's burst through the gateway, count loopback in the current one).
     """
-    for attempt in range(2):
-        if attempt and same_client:
+    for _attempt in range(2):
+        if same_client:
             time.sleep(60 - time.time() % 60 + 0.2)
         window = int(time.time() // 60)
         result = check()
