@@ -3,24 +3,37 @@
 Every call carries the catalog's service identity (services/shared/service_identity.py),
 so the user service knows it is internal traffic and never counts it against a client's
 rate limit: the product-page miss that caused it was already counted at the edge.
+
+The call is a read, so a connection that breaks under it is retried (urllib3's `Retry`): a pooled
+keep-alive connection that the user service's proxy closed while reloading or scaling is not an
+outage, and a page miss must not turn it into a 503.
 """
 from __future__ import annotations
 
 import threading
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from services.shared.errors import DependencyUnavailable
 from services.shared.service_identity import credential_for
 
 SERVICE_NAME = "catalog"
 MAX_IDS_PER_CALL = 100
+# Connection errors and broken reads only (no status retries: a 5xx is the user service's answer).
+RETRY_BROKEN_CONNECTIONS = Retry(total=2, connect=2, read=2, status=0, other=0, backoff_factor=0.05,
+                                 allowed_methods=frozenset({"GET"}), raise_on_status=False)
 _local = threading.local()
 
 
 def _session() -> requests.Session:
     if not hasattr(_local, "session"):
-        _local.session = requests.Session()
+        session = requests.Session()
+        adapter = HTTPAdapter(max_retries=RETRY_BROKEN_CONNECTIONS)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _local.session = session
     return _local.session
 
 

@@ -2,6 +2,11 @@
 recorded by a stand-in for its HTTP session (no server)."""
 from __future__ import annotations
 
+import http.server
+import json
+import socket
+import threading
+
 import pytest
 import requests
 
@@ -63,3 +68,43 @@ def test_a_user_service_that_refuses_or_is_down_is_a_dependency_unavailable(monk
     monkeypatch.setattr(profiles, "_session", lambda: recording)
     with pytest.raises(DependencyUnavailable):
         profiles.fetch_profiles("http://user", ["u1"], "req-4", AUTH_SECRET)
+
+
+class DropsFirstConnection(http.server.BaseHTTPRequestHandler):
+    """Answers `/v1/users` like the user service, except that the first request's connection is closed unanswered
+    (what a client sees when a proxy drops a pooled keep-alive connection while it reloads)."""
+
+    dropped = 0
+    answered = 0
+
+    def do_GET(self):
+        cls = type(self)
+        if cls.dropped == 0:
+            cls.dropped += 1
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        cls.answered += 1
+        ids = self.path.split("ids=", 1)[1].split("%2C")
+        body = json.dumps({"items": [{"id": i, "display_name": i} for i in ids]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_connection_dropped_under_the_call_is_retried_not_reported_as_an_outage():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), DropsFirstConnection)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        found = profiles.fetch_profiles(f"http://127.0.0.1:{server.server_port}", ["u1", "u2"], "req-5", AUTH_SECRET)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert set(found) == {"u1", "u2"}
+    assert (DropsFirstConnection.dropped, DropsFirstConnection.answered) == (1, 1)
