@@ -53,18 +53,18 @@ $(LOCUST_VENV)/.stamp: loadgen/bench/requirements-locust.txt
 	@echo "[bench] installing Locust into $(LOCUST_VENV) (only make bench uses it)"
 	@python3 -m venv $(LOCUST_VENV) && $(LOCUST_VENV)/bin/pip install --quiet -r $< && touch $@
 
-bench: install $(LOCUST_VENV)/.stamp  ## database servers compared, then ratios on a stack of its own (ports +12000); JSON in bench-results/
+bench: install $(LOCUST_VENV)/.stamp  ## database servers compared, then ratios on a stack of its own (ports + BENCH_PORT_OFFSET, stack/layout.py); JSON in bench-results/
 	@bash stack/install.sh postgresql  # only the database benchmark runs PostgreSQL (FerretDB's backend)
 	@$(PY) -m loadgen.bench $(ARGS)
 
 # ---- Faults under load (issue 7): a stack of its own, the full fault sequence, a JSON summary --
-CHAOS_PORT_OFFSET ?= 10000
+CHAOS_PORT_OFFSET ?= $(shell $(PY) -c 'from stack.layout import CHAOS_PORT_OFFSET; print(CHAOS_PORT_OFFSET)')
 CHAOS_RUN_DIR ?= .cache/chaos-stack
 CHAOS_OUT ?= reports/chaos/summary-$(shell date +%Y%m%d-%H%M%S).json
 
 .PHONY: chaos
 
-chaos: install  ## faults under load on a fresh stack of its own (ports +10000); summary in reports/chaos/
+chaos: install  ## faults under load on a fresh stack of its own (ports + CHAOS_PORT_OFFSET, stack/layout.py); summary in reports/chaos/
 	@export SCALESHOP_PORT_OFFSET=$(CHAOS_PORT_OFFSET) SCALESHOP_RUN_DIR=$(abspath $(CHAOS_RUN_DIR)); \
 	$(PY) -m stack down >/dev/null && rm -rf "$$SCALESHOP_RUN_DIR"; \
 	trap '$(PY) -m stack down' EXIT; \

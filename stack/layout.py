@@ -18,6 +18,25 @@ HTTP_SERVICES = tuple(name for name, part in _COMPONENTS.items() if part.get("ht
 DEFAULT_REPLICAS = {"user": 2, "catalog": 2, "worker": 2}
 MAX_REPLICAS = 50
 
+# The ports of a stack at offset 0: its servers', and each service's replica i on base + i.
+SERVER_PORTS = {"gateway": 8080, "user-service": 8081, "kafka": 9092, "kafka-controller": 9093,
+                "memcached": 11211, "database": 27017}
+REPLICA_BASE_PORTS = {"user": 8100, "catalog": 8200, "worker": 8300}
+# A MongoDB-wire server started beside a stack's own, + the stack's offset (the storage tests' FerretDB).
+SIDE_DB_PORT = 27018
+
+# The port offsets of the project's stacks, each written only here. Every port of each stack lies
+# below the kernel's ephemeral port range (Linux: 32768-60999), where any outgoing connection may
+# hold it as its source port just when a server binds it ("address in use"), and off the ports of
+# a local Kubernetes cluster; no two stacks share a port, so all can run at once
+# (tests/unit/stack/test_port_offsets.py checks it all).
+DEFAULT_PORT_OFFSET = 0  # `make up`; SCALESHOP_PORT_OFFSET moves it
+TEST_PORT_OFFSET = -4000  # the functional test session; SCALESHOP_TEST_PORT_OFFSET moves it
+TEST_SECOND_STACK_SHIFT = 2500  # + the session's offset: a second stack's, which the tests never start
+CHAOS_PORT_OFFSET = -2000  # `make chaos`; CHAOS_PORT_OFFSET moves it
+BENCH_PORT_OFFSET = -6500  # `make bench`; BENCH_PORT_OFFSET (or --port-offset) moves it
+BENCH_READS_STACK_SHIFT = 1000  # + the bench's offset: the stack of its reads part
+
 # Settings the stack passes through from the caller's environment to every replica: every
 # tunable setting of Settings but the database name, which the stack's own tools read.
 PASSTHROUGH_SETTINGS = tuple(name for name in tunable_settings() if name != "MONGODB_DATABASE")
@@ -39,48 +58,53 @@ class Layout:
         return cls(
             run_dir=Path(os.environ.get("SCALESHOP_RUN_DIR", REPO / ".stack")).resolve(),
             cache_dir=Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve(),
-            port_offset=int(os.environ.get("SCALESHOP_PORT_OFFSET", "0")),
+            port_offset=int(os.environ.get("SCALESHOP_PORT_OFFSET", DEFAULT_PORT_OFFSET)),
         )
 
     def check(self) -> None:
         """Raise ValueError unless every port of this layout is a valid TCP port."""
-        lowest = min(8080, 8100) + self.port_offset
-        highest = 27017 + self.port_offset
+        lowest, highest = min(self.ports().values()), max(self.ports().values())
         if lowest < 1024 or highest > 65535:
             raise ValueError(
                 f"SCALESHOP_PORT_OFFSET={self.port_offset} puts ports outside 1024-65535 "
-                f"(they span {lowest}-{highest}); use an offset between {1024 - 8080} and {65535 - 27017}"
+                f"(they span {lowest}-{highest}); use an offset between "
+                f"{1024 - lowest + self.port_offset} and {65535 - highest + self.port_offset}"
             )
 
     # ports
+    def ports(self, replicas: int = MAX_REPLICAS) -> dict[str, int]:
+        """Every port this stack may listen on, by name, with up to `replicas` replicas of each service."""
+        servers = {name: port + self.port_offset for name, port in SERVER_PORTS.items()}
+        return servers | {f"{service}-{index}": self.replica_port(service, index)
+                          for service in REPLICA_BASE_PORTS for index in range(1, replicas + 1)}
+
     @property
     def gateway_port(self) -> int:
-        return 8080 + self.port_offset
+        return SERVER_PORTS["gateway"] + self.port_offset
 
     @property
     def user_service_port(self) -> int:
         """The user service's internal address: the gateway's listener that proxies only to the user replicas."""
-        return 8081 + self.port_offset
+        return SERVER_PORTS["user-service"] + self.port_offset
 
     @property
     def db_port(self) -> int:
-        return 27017 + self.port_offset
+        return SERVER_PORTS["database"] + self.port_offset
 
     @property
     def memcached_port(self) -> int:
-        return 11211 + self.port_offset
+        return SERVER_PORTS["memcached"] + self.port_offset
 
     @property
     def kafka_port(self) -> int:
-        return 9092 + self.port_offset
+        return SERVER_PORTS["kafka"] + self.port_offset
 
     @property
     def kafka_controller_port(self) -> int:
-        return 9093 + self.port_offset
+        return SERVER_PORTS["kafka-controller"] + self.port_offset
 
     def replica_port(self, service: str, index: int) -> int:
-        base = {"user": 8100, "catalog": 8200, "worker": 8300}[service]
-        return base + index + self.port_offset
+        return REPLICA_BASE_PORTS[service] + index + self.port_offset
 
     # folders and files
     @property

@@ -18,7 +18,7 @@
   reads    product-list and product-page cache misses through the gateway at 1,000 and 10,000
            products, on a stack of its own (loadgen/bench/reads.py)      (each p50 <= 15 ms)
 
-It starts its own local stack (ports + BENCH_PORT_OFFSET, default 12000; data in a temp
+It starts its own local stack (ports + BENCH_PORT_OFFSET, default stack/layout.py's; data in a temp
 folder), stops it at the end even on failure, writes bench.json and a report under
 bench-results/, and prints every ratio it could measure and why any other could not.
 """
@@ -406,14 +406,14 @@ class Bench:
 
     def part_reads(self) -> None:
         """List and page cache misses at 1,000 and 10,000 products, on a stack of its own with the
-        replicas of `make up` (ports + offset + 1000), so the other parts' data does not count."""
+        replicas of `make up` (ports + offset + BENCH_READS_STACK_SHIFT), so the other parts' data does not count."""
         from stack.control import Stack
-        from stack.layout import Layout
+        from stack.layout import BENCH_READS_STACK_SHIFT, Layout
 
         from . import reads
         run_dir = Path(tempfile.mkdtemp(prefix="scaleshop-bench-reads-"))
-        stack = Stack(Layout(run_dir=run_dir, cache_dir=REPO / ".cache", port_offset=self.offset + 1000),
-                      log=lambda m: log(f"reads stack: {m}"))
+        layout = Layout(run_dir=run_dir, cache_dir=REPO / ".cache", port_offset=self.offset + BENCH_READS_STACK_SHIFT)
+        stack = Stack(layout, log=lambda m: log(f"reads stack: {m}"))
         sizes = reads.SIZES[:1] if self.quick else reads.SIZES
         try:
             stack.up()
@@ -510,10 +510,14 @@ def _db_server_names() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from stack.layout import BENCH_PORT_OFFSET
+
     parser = argparse.ArgumentParser(prog="python -m loadgen.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, from {','.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=None, help="default bench-results/<time>")
-    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", "12000")))
+    parser.add_argument("--port-offset", type=int, default=int(os.environ.get("BENCH_PORT_OFFSET", BENCH_PORT_OFFSET)),
+                        help="added to every port of the bench's stacks and database servers (default "
+                             "%(default)s: $BENCH_PORT_OFFSET, else stack/layout.py's BENCH_PORT_OFFSET)")
     parser.add_argument("--quick", action="store_true", help="shorter measurements (database: 1,000 products only)")
     parser.add_argument("--db-servers", default=None,
                         help="database part: the servers to measure, from " + ",".join(_db_server_names()))

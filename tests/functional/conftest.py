@@ -1,8 +1,9 @@
 """Starts one isolated local stack for the whole test session and stops it at the end.
 
 The stack has its own data folder (a pytest temp dir) and its own ports (every port
-shifted by SCALESHOP_TEST_PORT_OFFSET, default 20000), so it never touches a stack
-started with `make up`. It is stopped by pid when the session ends, even on failure.
+shifted by SCALESHOP_TEST_PORT_OFFSET, default stack/layout.py's TEST_PORT_OFFSET), so it
+never touches a stack started with `make up`, `make chaos` or `make bench`. It is stopped
+by pid when the session ends, even on failure.
 """
 from __future__ import annotations
 
@@ -19,9 +20,11 @@ import requests
 from pymongo import MongoClient
 
 from stack.control import Stack
-from stack.layout import REPO, Layout
+from stack.layout import REPO, TEST_PORT_OFFSET, TEST_SECOND_STACK_SHIFT, Layout
 
-PORT_OFFSET = int(os.environ.get("SCALESHOP_TEST_PORT_OFFSET", "20000"))
+PORT_OFFSET = int(os.environ.get("SCALESHOP_TEST_PORT_OFFSET", TEST_PORT_OFFSET))
+# The ports of a second stack, for tests that need its layout but never start it.
+SECOND_STACK_PORT_OFFSET = PORT_OFFSET + TEST_SECOND_STACK_SHIFT
 # Settings every replica of the test stack gets (nothing leaks in from the caller's env).
 TEST_SETTINGS = {"LOG_LEVEL": "INFO", "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "4",
                  "GUNICORN_GRACEFUL_TIMEOUT": "10"}

@@ -16,8 +16,7 @@ from urllib3.util.retry import Retry
 
 from stack import cgroups
 from stack.layout import REPO
-from stack.procs import port_free
-from tests.functional.conftest import sign_up
+from tests.functional.conftest import PORT_OFFSET, SECOND_STACK_PORT_OFFSET, sign_up
 
 
 def _cli(stack, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -169,7 +168,7 @@ def test_data_survives_down_and_up(stack, gateway):
 
 def test_a_port_in_use_gives_a_clear_message_not_a_traceback(tmp_path):
     with socket.socket() as blocker:
-        offset = next(o for o in range(31000, 38000, 7) if port_free(8080 + o))
+        offset = SECOND_STACK_PORT_OFFSET
         blocker.bind(("127.0.0.1", 8080 + offset))  # this stack's gateway port, now busy
         blocker.listen()
         env = dict(os.environ, SCALESHOP_RUN_DIR=str(tmp_path), SCALESHOP_PORT_OFFSET=str(offset))
@@ -186,7 +185,7 @@ def test_kafka_storage_formats_with_a_cluster_id_that_starts_with_a_dash(tmp_pat
     from stack.layout import Layout
     from stack.servers import kafka_format_storage
 
-    layout = Layout(run_dir=tmp_path, cache_dir=REPO / ".cache", port_offset=30000)
+    layout = Layout(run_dir=tmp_path, cache_dir=REPO / ".cache", port_offset=PORT_OFFSET)  # format binds no port
     (tmp_path / "kafka").mkdir()
     (tmp_path / "kafka" / "cluster-id").write_text("-Ab3dEfGhIjKlMnOpQrStUw")
     kafka_format_storage(layout)

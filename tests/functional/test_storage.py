@@ -20,7 +20,7 @@ from pymongo import MongoClient
 from loadgen.bench import concurrency
 from services.shared import storage
 from stack import dbservers, servers
-from stack.layout import REPO
+from stack.layout import REPO, SIDE_DB_PORT
 
 from .conftest import PORT_OFFSET
 
@@ -50,7 +50,8 @@ def races(db):
 def ferretdb(tmp_path_factory):
     """FerretDB 1.24 on SQLite, the way the stack used to start it, on its own port; stopped by pid."""
     cache_dir = Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve()
-    server = dbservers.start("ferretdb-sqlite", cache_dir, 27018 + PORT_OFFSET, tmp_path_factory.mktemp("ferretdb"))
+    server = dbservers.start("ferretdb-sqlite", cache_dir, SIDE_DB_PORT + PORT_OFFSET,
+                             tmp_path_factory.mktemp("ferretdb"))
     atexit.register(server.stop)  # last resort if the session dies before the finalizer
     client = MongoClient(server.url, serverSelectionTimeoutMS=10_000, socketTimeoutMS=60_000)
     try:
