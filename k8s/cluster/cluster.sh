@@ -61,8 +61,17 @@ start() {  # start NAME CMD...: detached, in its own session, log in logs/NAME.l
   local name=$1; shift
   pid_of "$name" >/dev/null && return 0
   log "starting $name"
-  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  # without the caller's other open files: a daemon holding, say, the fd of a `flock` around
+  # `make cluster-up` would hold that lock for as long as the cluster runs
+  ( close_inherited_fds; exec setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null ) &
   echo $! >"$RUN/$name.pid"
+}
+close_inherited_fds() {  # close every fd above 2 of this (sub)shell
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    (( fd > 2 )) && eval "exec $fd>&-"
+  done 2>/dev/null || true
 }
 stop() {  # stop NAME...: SIGTERM to each, up to 15 s for all of them to exit, then SIGKILL
   local name pid pids=()
