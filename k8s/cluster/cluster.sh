@@ -4,8 +4,8 @@
 #   k8s/cluster/cluster.sh up        start what is not running (idempotent: on a running cluster it only
 #                                    says so); waits for a Ready node and cluster DNS; prints how to use it
 #   k8s/cluster/cluster.sh down      stop every process by pid (pods: SIGTERM, then SIGKILL after 20 s),
-#                                    unmount pod mounts, remove the bridges, veths and iptables rules it
-#                                    added; the workloads stay in etcd, so `up` brings them back
+#                                    unmount pod mounts, remove the bridges, veths, iptables rules and
+#                                    ipsets it added; the workloads stay in etcd, so `up` brings them back
 #   k8s/cluster/cluster.sh status    the processes (pid, RSS) and the node
 #   k8s/cluster/cluster.sh load IMAGE [IMAGE...]   copy images from the Docker engine into the cluster
 #                                    (starts dockerd with docker.sh when it is not running, stops it after)
@@ -15,8 +15,9 @@
 # Parts (built by install.sh into .cache/cluster): one Kubernetes binary (etcd, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl), Debian's containerd as a
 # second instance with CRI on its own socket, runc, the CNI bridge + host-local + portmap plugins,
-# kube-proxy in iptables mode, CoreDNS, the local-path provisioner (StorageClass "standard", the
-# default) and metrics-server. Everything listens on loopback or on the node bridge's address.
+# kube-proxy in iptables mode, kube-router's network policy controller (the NetworkPolicy enforcer:
+# iptables + ipset, on the node like kube-proxy), CoreDNS, the local-path provisioner (StorageClass
+# "standard", the default) and metrics-server. Everything listens on loopback or on the node bridge's address.
 #
 # Layout under .cache/cluster: pki/ (CA and certificates), config/ (kubeconfigs, component configs,
 # CNI), state/ (etcd, containerd, kubelet, volumes: kept across down/up), run/ (pids, sockets,
@@ -41,7 +42,7 @@ NODE_BRIDGE=ssk-node0 NODE_IP=10.240.0.1     # the node's address, on a bridge w
 POD_BRIDGE=ssk-cni0 POD_CIDR=10.244.0.0/24 POD_GATEWAY=10.244.0.1
 SERVICE_CIDR=10.96.0.0/16 APISERVER_SERVICE_IP=10.96.0.1 DNS_SERVICE_IP=10.96.0.10
 RULE_COMMENT=scaleshop-cluster               # marks the iptables rules this script adds itself
-PROCESSES="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+PROCESSES="containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router"
 KUBECONFIG_ADMIN=$CFG/admin.kubeconfig
 CTR=(ctr --address "$RUN/containerd.sock" --namespace k8s.io)
 
@@ -153,6 +154,7 @@ make_pki() {
   certificate controller-manager /CN=system:kube-controller-manager clientAuth
   certificate scheduler /CN=system:kube-scheduler clientAuth
   certificate kube-proxy /CN=system:kube-proxy clientAuth
+  certificate kube-router /CN=system:kube-router clientAuth   # manifests/kube-router.yaml: its RBAC
   certificate kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" clientAuth
   certificate kubelet-serving "/CN=$NODE_NAME" serverAuth "DNS:$NODE_NAME,DNS:localhost,IP:$NODE_IP,IP:127.0.0.1"
   if [[ ! -f $PKI/service-accounts.key ]]; then
@@ -160,7 +162,7 @@ make_pki() {
     openssl rsa -in "$PKI/service-accounts.key" -pubout -out "$PKI/service-accounts.pub" 2>/dev/null
   fi
   local component
-  for component in admin controller-manager scheduler kube-proxy kubelet; do kubeconfig "$component" "$component"; done
+  for component in admin controller-manager scheduler kube-proxy kube-router kubelet; do kubeconfig "$component" "$component"; done
 }
 
 # ---- component configuration -------------------------------------------------------------------------
@@ -328,7 +330,7 @@ EOF
 }
 
 up() {
-  [[ -x $BIN/kubernetes && -f $IMAGES/pause.tar && -f $IMAGES/coredns.tar ]] || die "not built yet: run k8s/cluster/install.sh"
+  [[ -x $BIN/kubernetes && -x $BIN/kube-router && -f $IMAGES/pause.tar && -f $IMAGES/coredns.tar ]] || die "not built yet: run k8s/cluster/install.sh"
   if all_running && kubectl get --raw /readyz >/dev/null 2>&1; then
     log "cluster already up: nothing to do"
     print_usage_hint
@@ -383,6 +385,15 @@ up() {
   start kube-proxy "$BIN/kube-proxy" --config="$CFG/kube-proxy.yaml"
   wait_until 60 kube-proxy curl -sf http://127.0.0.1:10256/healthz
 
+  # The NetworkPolicy enforcer: only kube-router's firewall (no routing, no service proxy, no CNI), no
+  # health or metrics listener (kube-router binds those on every interface); ready when its chains are
+  # hooked into FORWARD.
+  apply_manifest "$HERE/manifests/kube-router.yaml"
+  start kube-router "$BIN/kube-router" --kubeconfig="$CFG/kube-router.kubeconfig" --hostname-override="$NODE_NAME" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --health-port=0 --metrics-port=0 --service-cluster-ip-range="$SERVICE_CIDR"
+  wait_until 60 "kube-router's network policy chains" enforcer_hooked
+
   apply_manifest "$HERE/manifests/coredns.yaml"
   local addon
   for addon in local-path-provisioner metrics-server; do
@@ -397,6 +408,8 @@ up() {
   done
   print_usage_hint
 }
+
+enforcer_hooked() { iptables -S FORWARD | grep -q -- '-j KUBE-ROUTER-FORWARD'; }
 
 # dns_answers: the DNS Service resolves the API server's Service name (asked from the host, over the
 # Service IP, so kube-proxy's rules and the CoreDNS pod are both exercised)
@@ -420,7 +433,7 @@ down() {
   # Like a node's shutdown: the workloads stay in the API (etcd is kept), so the next `up` starts
   # their pods again. The node's agents stop first (nothing restarts a pod), then the pods (their
   # watches would hold the API server's shutdown), then the control plane.
-  stop kube-proxy kubelet
+  stop kube-router kube-proxy kubelet
   if pid_of containerd >/dev/null; then   # the pods: SIGTERM, up to 20 s to exit, then SIGKILL
     local task container
     for task in $("${CTR[@]}" tasks ls -q 2>/dev/null); do "${CTR[@]}" tasks kill -s SIGTERM "$task" >/dev/null 2>&1; done
@@ -449,6 +462,7 @@ down() {
   ip link del "$POD_BRIDGE" 2>/dev/null
   ip link del "$NODE_BRIDGE" 2>/dev/null
   remove_iptables_rules
+  remove_ipsets
   local key
   for key in $SYSCTLS; do
     [[ -f $RUN/sysctl.$key ]] && sysctl -qw "$key=$(cat "$RUN/sysctl.$key")" && rm -f "$RUN/sysctl.$key"
@@ -456,10 +470,11 @@ down() {
   # what the CNI's DEL would have done for each pod: no pod is left, so no address is taken
   rm -f "$STATE"/cni-ipam/*/10.* "$STATE"/cni-ipam/*/last_reserved_ip.* 2>/dev/null
   remove_pod_cgroups
-  log "down: no process, mount, interface or iptables rule of the cluster left (workloads and volumes kept in $STATE)"
+  log "down: no process, mount, interface, iptables rule or ipset of the cluster left (workloads and volumes kept in $STATE)"
 }
 
-# remove_iptables_rules: kube-proxy's and the kubelet's KUBE-* chains, the CNI's CNI-* chains and the
+# remove_iptables_rules: kube-proxy's, the kubelet's and kube-router's KUBE-* chains (KUBE-ROUTER-*,
+# KUBE-POD-FW-*, KUBE-NWPLCY-*), the CNI's CNI-* chains and the
 # FORWARD allowances added by host_network_up, in IPv4 and IPv6
 remove_iptables_rules() {
   local tool table rule chain
@@ -476,6 +491,14 @@ remove_iptables_rules() {
       done
     done
   done
+}
+
+# remove_ipsets: kube-router's sets of pod addresses (KUBE-SRC-*, KUBE-DST-*), once no rule uses them
+remove_ipsets() {
+  local set
+  command -v ipset >/dev/null || return 0
+  for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST)-'); do ipset destroy "$set" 2>/dev/null; done
+  return 0
 }
 
 # remove_pod_cgroups: the kubelet's kubepods cgroups (empty once every pod is gone), in each hierarchy

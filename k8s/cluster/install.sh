@@ -3,13 +3,14 @@
 # into the git-ignored cache folder (default <repo>/.cache/cluster):
 #
 #   Debian packages   containerd (1.6, run as a second instance with CRI on), runc, the CNI plugins
-#                     (bridge, host-local, portmap), iptables, conntrack, gcc (for the pause program),
+#                     (bridge, host-local, portmap), iptables, ipset (kube-router), conntrack, gcc (for the pause program),
 #                     openssl (the certificates), curl (health checks)
 #   bin/kubernetes    one multi-call binary built from k8s/cluster/kubernetes (Kubernetes 1.34 +
 #                     etcd); bin/etcd, bin/kube-apiserver, ..., bin/kubectl are symlinks to it
 #   bin/coredns       CoreDNS built from k8s/cluster/coredns (trimmed plugin set)
 #   bin/pause         the static pod-sandbox program from k8s/cluster/pause/pause.c
-#   bin/local-path-provisioner, bin/metrics-server   from their Go modules (k8s/cluster/addons)
+#   bin/local-path-provisioner, bin/metrics-server, bin/kube-router (the NetworkPolicy enforcer)
+#                     from their Go modules (versions.sh)
 #   images/*.tar      image archives FROM scratch (k8s/cluster/image_archive.py), imported into the
 #                     cluster's containerd by cluster.sh: no Docker engine and no registry needed
 #
@@ -42,7 +43,7 @@ stamp_ok() { local name=$1; shift; [[ -f "$STAMPS/$name" && "$(cat "$STAMPS/$nam
 stamp_write() { local name=$1; shift; inputs_hash "$@" >"$STAMPS/$name"; }
 
 # ---- Debian packages ---------------------------------------------------------------------------
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev openssl curl)
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables ipset conntrack gcc libc6-dev openssl curl)
 install_packages() {
   local missing=() pkg
   for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -123,18 +124,22 @@ install_pause() {
   stamp_write pause "$src"
 }
 
-# Add-ons: the storage provisioner (volume claims bind) and metrics-server (the HPA's metrics),
-# built in their released module (its own go.mod and go.sum) at the version pinned in versions.sh.
+# Add-ons: the storage provisioner (volume claims bind), metrics-server (the HPA's metrics) and
+# kube-router (NetworkPolicies), built in their released module (its own go.mod and go.sum) at the
+# version pinned in versions.sh.
 install_addons() {
   local name module dir
-  for name in local-path-provisioner metrics-server; do
+  for name in $ADDONS; do
     module=$(addon_module "$name")
+    local ldflags="-s -w"   # kube-router reports its version from a variable set at build time
+    [[ $name == kube-router ]] && ldflags+=" -X ${module%@*}/pkg/version.Version=${module##*@}"
     local inputs=("$module" "$(go env GOVERSION)")
+    [[ $ldflags == "-s -w" ]] || inputs+=("$ldflags")
     [[ -x $BIN/$name ]] && stamp_ok "$name" "${inputs[@]}" && continue
     dir=$(go mod download -json "$module" | awk -F'"' '$2=="Dir"{print $4}')
     [[ -n $dir ]] || die "$name: go mod download $module failed"
     # -mod=mod: a module's zip leaves out its vendor folder but keeps vendor/modules.txt
-    go_build "$name" "$dir" "$BIN/$name" "cold: ~2-4 min" "-s -w" "$(addon_package "$name")" -mod=mod
+    go_build "$name" "$dir" "$BIN/$name" "cold: ~2-4 min" "$ldflags" "$(addon_package "$name")" -mod=mod
     stamp_write "$name" "${inputs[@]}"
   done
 }

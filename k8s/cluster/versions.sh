@@ -16,8 +16,18 @@ KUBERNETES_COMPONENTS="etcd kube-apiserver kube-controller-manager kube-schedule
 # module@version and the main package in it.
 LOCAL_PATH_PROVISIONER_MODULE=github.com/rancher/local-path-provisioner@v0.0.30
 METRICS_SERVER_MODULE=sigs.k8s.io/metrics-server@v0.8.0
-addon_module() { case $1 in local-path-provisioner) echo "$LOCAL_PATH_PROVISIONER_MODULE" ;; metrics-server) echo "$METRICS_SERVER_MODULE" ;; esac; }
-addon_package() { case $1 in local-path-provisioner) echo . ;; metrics-server) echo ./cmd/metrics-server ;; esac; }
+# The NetworkPolicy enforcer: kube-router's network policy controller alone (iptables + ipset), run on
+# the node like kube-proxy. The only version the Go module proxy serves (README, "Kubernetes, verified
+# here", says why this one and not kube-network-policies, whose nftables `queue` this kernel lacks).
+KUBE_ROUTER_MODULE=github.com/cloudnativelabs/kube-router/v2@v2.1.0
+ADDONS="local-path-provisioner metrics-server kube-router"
+addon_module() {
+  case $1 in
+    local-path-provisioner) echo "$LOCAL_PATH_PROVISIONER_MODULE" ;; metrics-server) echo "$METRICS_SERVER_MODULE" ;;
+    kube-router) echo "$KUBE_ROUTER_MODULE" ;;
+  esac
+}
+addon_package() { case $1 in local-path-provisioner) echo . ;; metrics-server) echo ./cmd/metrics-server ;; kube-router) echo ./cmd/kube-router ;; esac; }
 
 # Images: built here, never pulled (no registry is reachable); the names say so.
 PAUSE_IMAGE=scaleshop.local/pause:1
