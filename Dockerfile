@@ -38,7 +38,10 @@ RUN groupadd --system --gid 10001 scaleshop \
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build --chown=root:root /app /app
 # MPLCONFIGDIR: matplotlib (loadgen's reports) keeps its cache in /tmp, writable on a read-only root.
+# PYTHONPATH: `python -m services.…` and `python -m loadgen` work from any working directory (the
+# loadgen Job runs in its results folder).
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \

@@ -101,6 +101,8 @@ LOADGEN_ARGS ?=
 DEPLOYMENT_PREFIX = $$(DEPLOYMENT_PREFIX)
 LOADGEN_RUN = $$(LOADGEN_RUN)
 KUBECTL = kubectl --context $(KUBE_CONTEXT) -n $(NAMESPACE)
+# kube-scale and kube-load against this machine's own cluster (KUBE_CONTEXT=scaleshop-local): its kubeconfig and kubectl
+KUBE_ENV = $(if $(filter $(CLUSTER_CONTEXT),$(KUBE_CONTEXT)),export KUBECONFIG=$${KUBECONFIG:-$(abspath $(CLUSTER_KUBECONFIG))} PATH=$(abspath .cache/cluster/bin):$$PATH;)
 HELM_INSTALL = $(HELM) upgrade --install $(RELEASE) charts/scaleshop -n $(NAMESPACE) --create-namespace \
 	--set image.repository=$(IMAGE_REPO) --set image.tag=$(IMAGE_TAG) --wait --timeout 10m
 
@@ -129,24 +131,25 @@ minikube-up: helm wheelhouse  ## minikube (2 CPUs, 4 GiB) + image + helm install
 
 kube-scale:  ## make kube-scale SERVICE=user N=4 [KUBE_CONTEXT=...]
 	@test -n "$(SERVICE)" -a -n "$(N)" || { echo "usage: make kube-scale SERVICE=user|catalog|worker|gateway N=<replicas> [KUBE_CONTEXT=$(KUBE_CONTEXT)]"; exit 2; }
-	$(KUBECTL) scale deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --replicas=$(N)
-	$(KUBECTL) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --timeout=5m
+	$(KUBE_ENV) $(KUBECTL) scale deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --replicas=$(N)
+	$(KUBE_ENV) $(KUBECTL) rollout status deployment -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=$(SERVICE) --timeout=5m
 
-kube-load: helm  ## loadgen as a Job in the cluster: make kube-load [LOADGEN_ARGS='run --rate 50']
-	@set -euo pipefail; \
+kube-load: helm  ## loadgen as a Job in the cluster, its report copied to reports/kube/<job>/: make kube-load [LOADGEN_ARGS=...]
+	@set -euo pipefail; $(KUBE_ENV) \
 	extra=(); \
 	if [ -n '$(LOADGEN_ARGS)' ]; then \
 	  extra=(--set-json "loadgen.args=$$($(PY) -c 'import json, shlex, sys; print(json.dumps(shlex.split(sys.argv[1])))' '$(LOADGEN_ARGS)')"); \
 	fi; \
 	$(HELM) upgrade $(RELEASE) charts/scaleshop --kube-context $(KUBE_CONTEXT) -n $(NAMESPACE) --reuse-values \
-	  --set loadgen.enabled=true "$${extra[@]}"; \
+	  --set loadgen.enabled=true --set loadgen.persistence.enabled=true "$${extra[@]}"; \
 	job=$$($(KUBECTL) get jobs -l app.kubernetes.io/instance=$(RELEASE),app.kubernetes.io/component=loadgen \
 	  --sort-by=.metadata.creationTimestamp -o name | tail -n 1); \
 	echo "$$job started; its output follows"; \
 	until phase=$$($(KUBECTL) get pods -l job-name=$${job#*/} -o jsonpath='{.items[0].status.phase}' 2>/dev/null) \
 	  && [ -n "$$phase" ] && [ "$$phase" != Pending ]; do sleep 2; done; \
 	$(KUBECTL) logs -f "$$job"; \
-	$(KUBECTL) wait --for=condition=complete "$$job" --timeout=60s
+	$(KUBECTL) wait --for=condition=complete "$$job" --timeout=60s; \
+	$(PY) -m loadgen.kube_results --context $(KUBE_CONTEXT) --namespace $(NAMESPACE) --job "$${job#*/}" --out reports/kube
 
 kind-down:  ## delete the kind cluster (and everything in it)
 	kind delete cluster --name $(KIND_CLUSTER)
@@ -200,4 +203,13 @@ GATEWAY_URL ?= $(if $(filter kind-%,$(TEST_CLUSTER_CONTEXT)),http://127.0.0.1:80
 test-cluster:  ## pytest against the installed release: make test-cluster [KUBE_CONTEXT=kind-scaleshop]
 	@KUBE_CONTEXT=$(TEST_CLUSTER_CONTEXT) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) GATEWAY_URL=$(GATEWAY_URL) HELM=$(abspath $(HELM)) \
 	  $(if $(filter $(CLUSTER_CONTEXT),$(TEST_CLUSTER_CONTEXT)),KUBECONFIG=$${KUBECONFIG:-$(abspath $(CLUSTER_KUBECONFIG))} \
-	  PATH=$(abspath .cache/cluster/bin):$$PATH) $(PY) -m pytest tests/cluster/test_release.py tests/cluster/test_release_faults.py tests/cluster/test_network_policy.py -q -p no:cacheprovider
+	  PATH=$(abspath .cache/cluster/bin):$$PATH) $(PY) -m pytest tests/cluster/test_release.py tests/cluster/test_release_faults.py tests/cluster/test_network_policy.py tests/cluster/test_loadgen_job.py -q -p no:cacheprovider
+
+# ---- CI: the whole cluster suite on this machine's own cluster (what .ci/run runs after `make test`) ----
+.PHONY: test-cluster-ci
+test-cluster-ci:  ## test-cluster-infra, then cluster-up and test-cluster; cluster-down always, even on failure
+	@status=0; \
+	{ $(MAKE) --no-print-directory test-cluster-infra && $(MAKE) --no-print-directory cluster-up \
+	  && $(MAKE) --no-print-directory test-cluster; } || status=$$?; \
+	$(MAKE) --no-print-directory cluster-down || { [ $$status -ne 0 ] || status=1; }; \
+	exit $$status

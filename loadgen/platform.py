@@ -1,8 +1,15 @@
 """Where the replicas run: the local stack (its own Stack API) or Kubernetes (Deployments).
 
 Both give the experiments the same four operations: how many replicas a service has,
-scale it (and wait until the new ones are ready), restart it with other environment
+scale it (and wait until the new ones are ready and served), restart it with other environment
 settings (CACHE_PATTERNS), and describe its CPU limits.
+
+On Kubernetes "ready" is not "served": the gateway finds replicas through the cluster's DNS,
+so a new pod gets its first request only after DNS caches and the gateway re-resolve (up to
+about 35 s with kubeadm's and kind's CoreDNS), and a leaving pod keeps answering in its preStop
+sleep until then. A measurement taken in between would be credited to the wrong replica
+count, so a scale waits until the gateway's answers (their `X-Served-By`) come from exactly
+the Deployment's ready pods.
 """
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .target import Target, TargetError, UsageError
 
@@ -46,7 +54,7 @@ def make_platform(kind: str, target: Target, namespace: str | None, prefix: str,
     if kind == "auto":
         kind = "k8s" if os.environ.get("KUBERNETES_SERVICE_HOST") else "local"
     if kind == "k8s":
-        return KubePlatform(namespace, prefix, ready_timeout, log)
+        return KubePlatform(target, namespace, prefix, ready_timeout, log)
     return LocalPlatform(target, log)
 
 
@@ -166,7 +174,8 @@ def parse_counters(text: str) -> dict[str, float]:
 class KubePlatform(Platform):
     name = "k8s"
 
-    def __init__(self, namespace: str | None, prefix: str, ready_timeout: float, log: Callable[[str], None]):
+    def __init__(self, target: Target, namespace: str | None, prefix: str, ready_timeout: float,
+                 log: Callable[[str], None]):
         try:
             from kubernetes import client, config
         except ImportError:
@@ -181,8 +190,10 @@ class KubePlatform(Platform):
         if namespace is None:
             namespace = (SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
                          if SERVICE_ACCOUNT_NAMESPACE.exists() else "default")
-        self.namespace, self.prefix, self.ready_timeout, self.log = namespace, prefix, ready_timeout, log
+        self.target, self.namespace, self.prefix = target, namespace, prefix
+        self.ready_timeout, self.log = ready_timeout, log
         self.apps = client.AppsV1Api()
+        self.core = client.CoreV1Api()
         self.client = client
 
     def _name(self, service: str) -> str:
@@ -221,6 +232,43 @@ class KubePlatform(Platform):
         except ApiException as exc:
             raise TargetError(f"cannot scale {self._name(service)}: {exc.status} {exc.reason}") from None
         self._wait_ready(service, count)
+        self._wait_served(service, count)
+
+    def _ready_pods(self, service: str) -> set[str]:
+        """Names of the Deployment's pods that are Ready and not being deleted."""
+        labels = self._get(service).spec.selector.match_labels or {}
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        pods: list[Any] = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        return {str(pod.metadata.name) for pod in pods if pod.metadata.deletion_timestamp is None
+                and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])}
+
+    def _served_by(self, service: str, samples: int) -> set[str]:
+        """Which replicas answer `samples` requests for the service's OpenAPI document through the gateway."""
+        seen = set()
+        for _ in range(samples):
+            request = urllib.request.Request(f"{self.target.url}/openapi/{service}.json")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    seen.add(response.headers.get("X-Served-By", "?"))
+            except OSError as exc:
+                seen.add(f"error: {exc}")
+        return seen
+
+    def _wait_served(self, service: str, count: int) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        started = time.monotonic()
+        ready: set[str] = set()
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            ready = self._ready_pods(service)
+            seen = self._served_by(service, samples=8 * max(count, 1))
+            if len(ready) == count and seen == ready:
+                self.log(f"the gateway serves {service} from exactly its {count} ready pods "
+                         f"({time.monotonic() - started:.0f}s after they were ready)")
+                return
+            time.sleep(1)
+        raise TargetError(f"the gateway did not serve {self._name(service)} from exactly its ready pods within "
+                          f"{self.ready_timeout:g}s (ready: {sorted(ready)}, answering: {sorted(seen)})")
 
     def env(self, service: str) -> dict[str, str]:
         dep = self._get(service)
@@ -241,6 +289,7 @@ class KubePlatform(Platform):
         except ApiException as exc:
             raise TargetError(f"cannot patch {self._name(service)}: {exc.status} {exc.reason}") from None
         self._wait_ready(service, dep.spec.replicas or 0)
+        self._wait_served(service, dep.spec.replicas or 0)
 
     def cpu_limits(self, service: str) -> list[str]:
         dep = self._get(service)

@@ -153,6 +153,8 @@ class Containers:
         container_env.update(env or {})
         for key, value in container_env.items():
             args += ["--env", f"{key}={value}"]
+        if "workingDir" in spec_container:
+            args += ["--workdir", spec_container["workingDir"]]
         entrypoint, *rest = command or spec_container["command"]
         args += ["--entrypoint", entrypoint, spec_container["image"], *rest, *(
             [] if command else spec_container.get("args", []))]
