@@ -2,7 +2,7 @@
 
   seed                      users, products, reviews (deterministic, idempotent)
   run                       a mix of journeys: open loop (--rate) or closed loop (--concurrency)
-  experiment capacity       step the rate; the highest throughput whose p99 meets the SLO
+  experiment capacity       step the rate; the highest rate whose p99 met the SLO twice
   experiment scale          throughput at the SLO for 1, 2, 4 replicas; ideal line, efficiency
   experiment cache          the same load with CACHE_PATTERNS off / queries / objects / both
   experiment async          import submit latency and completion time vs job size and workers
@@ -169,9 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--refine", type=_bounded_int(0, 6), default=2,
                         help="bisection steps between the last good and first bad rate (default 2)")
     search.add_argument("--step-duration", type=_typed(options.duration, "duration"), default=5.0,
-                        help="measured seconds per step (default 5s)")
-    search.add_argument("--confirm", action="store_true",
-                        help="run a failing step once more before calling it the limit (noisy machines)")
+                        help="shortest measured time per step (default 5s)")
+    from .experiments import MAX_STEP_DURATION
+    from .stats import samples_needed
+    search.add_argument("--max-step-duration", type=_typed(options.duration, "duration"), default=MAX_STEP_DURATION,
+                        help="a step at a low rate lasts longer to hold the requests its percentile needs "
+                             f"({samples_needed('p99'):,} for a p99), up to this (default {MAX_STEP_DURATION:g}s)")
 
     platform = argparse.ArgumentParser(add_help=False)
     platform.add_argument("--platform", choices=("auto", "local", "k8s"), default="auto",

@@ -27,6 +27,7 @@ from .engine import RunConfig, run_load
 from .http import Client, HttpError
 from .journeys import DEFAULT_MIX
 from .platform import make_platform
+from .stats import samples_needed
 from .summary import fmt_ms
 from .target import Target, TargetError, UsageError
 from .workload import Workload, discover, sign_in
@@ -167,75 +168,236 @@ def passes(result: dict) -> bool:
     return bool(result["slo"]["met"] and result["kept_up"])
 
 
+MAX_STEP_DURATION = 30.0  # seconds: the longest a step may grow to hold enough requests for its percentile
+SAMPLE_MARGIN = 1.15  # a step is planned for this much more than the requests it needs (arrivals vary)
+MIN_RATE = 0.5  # arrivals per second: the search never steps below this
+StepRunner = Callable[[RunConfig], dict]
+
+
+def judge(result: dict, slo: dict[str, float]) -> dict:
+    """PASS, FAIL or UNSUPPORTED for one step's run, and why.
+
+    A percentile bound is judged only on a step that measured `stats.samples_needed` requests; with
+    fewer it is *unsupported* and the step is neither passed nor failed on it. Errors, a server that
+    did not keep up and any bound that is supported still fail the step.
+    """
+    count = int(result["latency_ms"].get("count", 0))
+    unsupported = sorted(key for key in slo if count < samples_needed(key))
+    failures = [v for v in result["slo"]["violations"] if v.split(" ", 1)[0] not in unsupported]
+    if not result["kept_up"]:
+        failures.append(f"served {result['throughput_rps']:.1f}/s only")
+    verdict = "FAIL" if failures else "UNSUPPORTED" if unsupported else "PASS"
+    return {"verdict": verdict, "failures": failures, "samples": count,
+            "samples_needed": max((samples_needed(key) for key in slo), default=1), "unsupported": unsupported}
+
+
+def step_seconds(rate: float, requests_per_arrival: float, needed: int, shortest: float, longest: float) -> float:
+    """How long a step at `rate` must measure to hold `needed` requests, within [shortest, longest]."""
+    wanted = SAMPLE_MARGIN * needed / (rate * max(requests_per_arrival, 1e-6))
+    return round(min(max(shortest, longest), max(shortest, wanted)), 1)
+
+
+def spread(runs: list[dict], keys: list[str]) -> dict:
+    """How far apart the repeated runs of one rate are: each measure's values and their range in % of the mean."""
+    def one(values: list[float]) -> dict:
+        mean = sum(values) / len(values)
+        return {"values": values, "range_pct": round(100 * (max(values) - min(values)) / mean, 1) if mean else None}
+
+    out = {"throughput_rps": one([r["throughput_rps"] for r in runs])}
+    for key in keys:
+        values = [r["latency_ms"].get(key) for r in runs]
+        if all(v is not None for v in values):
+            out[f"{key}_ms"] = one(values)
+    return out
+
+
 def capacity_search(base: RunConfig, workload: Workload, start_rate: float | None, factor: float, max_rate: float,
                     max_steps: int, refine: int, step_duration: float, printer: Printer,
-                    label: str = "", pause: float = 1.0, confirm: bool = False) -> dict:
-    steps: list[dict] = []
-    good: dict | None = None
-    bad: dict | None = None
+                    label: str = "", pause: float = 1.0, confirm: bool = True,
+                    max_step_duration: float = MAX_STEP_DURATION, run_step: StepRunner | None = None,
+                    settle_target: Callable[[], float] | None = None) -> dict:
+    """The highest rate that met the SLO twice, below the lowest rate that missed it twice.
 
-    def step(rate: float) -> dict:
-        cfg = replace(base, mode="open", rate=round(rate, 2), duration=step_duration,
+    Steps grow by `factor` (up to `max_steps` rates); a failing step is run once more and only a
+    repeated failure bounds the search; `refine` bisection steps follow; the highest rate that
+    passed is then run again, and only a second pass makes it the answer (else the next lower
+    pass is re-checked). Each step lasts `step_duration`, longer at low rates (up to
+    `max_step_duration`) to hold enough requests for the percentiles the SLO judges.
+    `confirm` is kept for callers: confirmation is always done. `run_step` and `settle_target`
+    replace the real load and the wait after an overload (tests).
+    """
+    del confirm  # always confirmed now
+    run = run_step or (lambda cfg: run_load(cfg, workload, None))
+    settle_after = settle_target or (lambda: settle(base.target, base.path or "/v1/categories"))
+    tag = f"[capacity{' ' + label if label else ''}]"
+    needed = max((samples_needed(key) for key in base.slo), default=1)
+    steps: list[dict] = []
+    per_arrival = 1.0  # measured requests per arrival (journeys make one or more requests); learnt as we go
+
+    def step(rate: float, why: str = "") -> dict:
+        nonlocal per_arrival
+        seconds = step_seconds(rate, per_arrival, needed, step_duration, max_step_duration)
+        cfg = replace(base, mode="open", rate=round(rate, 2), duration=seconds,
                       label=f"{label} {rate:.1f}/s".strip())
-        result = run_load(cfg, workload, None)
-        ok = passes(result)
+        result = run(cfg)
+        if result["requests"]:
+            per_arrival = result["requests"] / (cfg.rate * seconds)
+        judged = judge(result, base.slo)
         lat = result["latency_ms"]
-        why = "" if ok else ("  (" + "; ".join(result["slo"]["violations"] + (
-            [] if result["kept_up"] else [f"served {result['throughput_rps']:.1f}/s only"])) + ")")
-        printer(f"[capacity{' ' + label if label else ''}] step {len(steps) + 1}: offered {rate:8.1f}/s -> "
-                f"{result['throughput_rps']:8.1f}/s  p50 {fmt_ms(lat.get('p50')):>9}  p99 {fmt_ms(lat.get('p99')):>9}"
-                f"  errors {100 * result['error_rate']:.1f}%  {'PASS' if ok else 'FAIL'}{why}")
-        entry = {"rate": round(rate, 2), "throughput_rps": result["throughput_rps"], "latency_ms": lat,
-                 "error_rate": result["error_rate"], "slo_met": result["slo"]["met"], "kept_up": result["kept_up"],
-                 "passed": ok, "run": _slim(result)}
+        reason = ""
+        if judged["failures"]:
+            reason = "  (" + "; ".join(judged["failures"]) + ")"
+        elif judged["unsupported"]:
+            reason = (f"  ({', '.join(judged['unsupported'])} unsupported: {judged['samples']} of "
+                      f"{judged['samples_needed']} requests needed)")
+        printer(f"{tag} step {len(steps) + 1}{' ' + why if why else ''}: offered {rate:8.1f}/s for {seconds:g}s -> "
+                f"{result['throughput_rps']:8.1f}/s  n={judged['samples']:<6} p50 {fmt_ms(lat.get('p50')):>9}  "
+                f"p99 {fmt_ms(lat.get('p99')):>9}  errors {100 * result['error_rate']:.1f}%  "
+                f"{judged['verdict']}{reason}")
+        entry = {"rate": round(rate, 2), "duration_s": seconds, "throughput_rps": result["throughput_rps"],
+                 "latency_ms": lat, "error_rate": result["error_rate"], "slo_met": result["slo"]["met"],
+                 "kept_up": result["kept_up"], "passed": judged["verdict"] == "PASS", **judged,
+                 "role": why or "search", "run": _slim(result)}
         steps.append(entry)
         time.sleep(pause)  # let queues empty between steps
-        if not ok:  # after an overload the server still works off what it holds
-            entry["settled_s"] = round(settle(base.target, base.path or "/v1/categories"), 2)
+        if judged["verdict"] == "FAIL":  # after an overload the server still works off what it holds
+            entry["settled_s"] = round(settle_after(), 2)
         return entry
+
+    def measured(rate: float) -> dict:
+        """One step; a failure is run once more and counts only if it fails again."""
+        entry = step(rate)
+        if entry["verdict"] != "FAIL":
+            return entry
+        again = step(rate, "confirm")
+        again["confirmed"] = again["verdict"] == "FAIL"
+        return again
 
     probe = None
     if start_rate is None:  # a short closed-loop probe says roughly where the limit is
         probe_cfg = replace(base, mode="closed", concurrency=max(1, min(16, base.connections)), duration=3.0,
                             warmup=1.0, label=f"{label} probe".strip())
-        probe = run_load(probe_cfg, workload, None)
-        start_rate = max(0.5, round(0.5 * probe["journeys_per_s"], 1))
-        printer(f"[capacity{' ' + label if label else ''}] probe: {probe_cfg.concurrency} users get "
-                f"{probe['journeys_per_s']:.1f} journeys/s (p99 {fmt_ms(probe['latency_ms'].get('p99'))}); "
-                f"starting at {start_rate:g}/s")
+        probe = run(probe_cfg)
+        start_rate = max(MIN_RATE, round(0.5 * probe["journeys_per_s"], 1))
+        if probe["journeys_per_s"] and probe["requests"]:
+            per_arrival = probe["requests"] / (probe["journeys_per_s"] * probe_cfg.duration)
+        printer(f"{tag} probe: {probe_cfg.concurrency} users get {probe['journeys_per_s']:.1f} journeys/s "
+                f"(p99 {fmt_ms(probe['latency_ms'].get('p99'))}); starting at {start_rate:g}/s")
         time.sleep(pause)
-        settle(base.target, base.path or "/v1/categories")
-    def checked_step(rate: float) -> dict:
-        entry = step(rate)
-        if not entry["passed"] and confirm:  # one more try: a transient stall elsewhere must not end the search
-            again = step(rate)
-            entry["confirmed"] = again["passed"] is False
-            if again["passed"]:
-                return again
-        return entry
+        settle_after()
 
+    good: dict | None = None  # the highest rate that passed, below `bad`
+    bad: dict | None = None  # the lowest rate whose failure was confirmed
     rate = start_rate
     for _ in range(max_steps):
-        entry = checked_step(rate)
-        if entry["passed"]:
-            good = entry
-            if rate >= max_rate:
-                break
-            rate = min(rate * factor, max_rate)
-        else:
+        entry = measured(rate)
+        if entry["verdict"] == "FAIL":
             bad = entry
-            if good is not None or len(steps) >= max_steps or rate <= 0.5:
+            lower_tried = any(s["rate"] < entry["rate"] for s in steps)
+            if good is not None or lower_tried or rate <= MIN_RATE:
                 break
-            rate = max(0.5, rate / factor ** 2)  # the very first rate was too much: step down
+            rate = max(MIN_RATE, rate / factor ** 2)  # the very first rate was too much: step down
+            continue
+        if entry["verdict"] == "PASS":
+            good = entry
+        if rate >= max_rate:
+            break
+        rate = min(rate * factor, max_rate)
+        if bad is not None and rate >= bad["rate"]:
+            break
     for _ in range(refine):
         if good is None or bad is None or bad["rate"] - good["rate"] < 0.04 * good["rate"]:
             break
-        entry = checked_step((good["rate"] * bad["rate"]) ** 0.5)
-        if entry["passed"]:
+        entry = measured((good["rate"] * bad["rate"]) ** 0.5)
+        if entry["verdict"] == "PASS":
             good = entry
-        else:
+        elif entry["verdict"] == "FAIL":
             bad = entry
+        else:
+            break
 
+    answer: list[dict] = []  # the two passing runs of the answer's rate
+    while good is not None and len(steps) < 3 * max_steps + 2 * refine + 4:
+        again = step(good["rate"], "re-check")
+        if again["verdict"] == "PASS":
+            answer = [good, again]
+            break
+        bad = again  # it passed once and not again: not an answer; the next lower pass is re-checked
+        good = max((s for s in steps if s["verdict"] == "PASS" and s["rate"] < again["rate"]),
+                   key=lambda s: s["rate"], default=None)
+    return _capacity_result(base, workload, steps, answer, bad, probe, label, start_rate, factor, max_rate,
+                            step_duration, max_step_duration, needed, printer)
+
+
+def _point(entry: dict) -> dict:
+    return {"rate": entry["rate"], "throughput_rps": entry["throughput_rps"], "latency_ms": entry["latency_ms"],
+            "kept_up": entry["kept_up"], "samples": entry["samples"]}
+
+
+def slow_requests(run: dict, slo: dict[str, float]) -> list[dict]:
+    """The request names (and, where the run has it, name and X-Cache) whose own latency misses the SLO."""
+    rows = []
+    for table in ("by_request", "by_request_cache"):
+        for name, row in (run.get(table) or {}).items():
+            lat = row.get("latency_ms") or {}
+            over = {key: lat.get(key) for key, limit in slo.items() if (lat.get(key) or 0) > limit}
+            if over:
+                rows.append({"request": name, "count": lat.get("count", 0), **{f"{k}_ms": v for k, v in over.items()},
+                             **({"cache": row["cache"]} if row.get("cache") else {})})
+    return sorted(rows, key=lambda r: -max(v for k, v in r.items() if k.endswith("_ms")))
+
+
+def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], answer: list[dict], bad: dict | None,
+                     probe: dict | None, label: str, start_rate: float, factor: float, max_rate: float,
+                     step_duration: float, max_step_duration: float, needed: int, printer: Printer) -> dict:
+    slo_text = ", ".join(f"{k} ≤ {v:g} ms" for k, v in base.slo.items())
+    keys = list(base.slo) if "p99" in base.slo else ["p99", *base.slo]
+    judged_key = next(iter(base.slo), "p99")
+    answer_spread = spread(answer, keys) if answer else None
+    misses: list[dict] = []
+    if answer:
+        capacity = min(r["throughput_rps"] for r in answer)
+        runs = "; ".join(f"{r['throughput_rps']:.1f} req/s p99 {fmt_ms(r['latency_ms'].get('p99'))}" for r in answer)
+        twice = (f"{answer[0]['rate']:g}/s met the SLO ({slo_text}) twice ({runs}; throughput range "
+                 f"{answer_spread['throughput_rps']['range_pct']}%)") if answer_spread else ""
+        if bad is None:
+            limit = "bounded"
+            verdict = (f"Capacity at least {capacity:.1f} req/s: {twice}; no higher rate missed it (the --max-rate "
+                       "or --max-steps bound).")
+        else:
+            worse = [r["latency_ms"].get(judged_key) or 0 for r in answer]
+            grew = (bad["latency_ms"].get(judged_key) or 0) > max(worse)
+            served = f"served {bad['throughput_rps']:.1f}/s"
+            if not bad["kept_up"] or grew:
+                limit = "knee"
+                what = (f"{served} (it stopped following the offered rate)" if not bad["kept_up"] else served) + (
+                    f" and {judged_key} grew to {fmt_ms(bad['latency_ms'].get(judged_key))}" if grew else "")
+                verdict = f"Capacity {capacity:.1f} req/s: {twice}. The knee: at {bad['rate']:g}/s offered, {what}."
+            else:
+                limit = "limit"
+                verdict = (f"Capacity {capacity:.1f} req/s: {twice}. At {bad['rate']:g}/s offered, {served} and the "
+                           f"step failed ({'; '.join(bad['failures'])}) without its latency growing: not a knee.")
+    else:
+        capacity = 0.0
+        if bad is not None and bad["kept_up"]:  # no lower rate passed, and this one was served in full
+            limit = "floor"
+            misses = slow_requests(bad["run"], base.slo)
+            named = "; ".join(
+                f"{m['request']} ({', '.join(f'{k[:-3]} {fmt_ms(v)}' for k, v in m.items() if k.endswith('_ms'))}, "
+                f"n={m['count']}" + (f", X-Cache {m['cache']}" if m.get("cache") else "") + ")"
+                for m in misses[:4]) or "no single request name misses it on its own: the mix does"
+            verdict = (f"No capacity: a latency floor. The SLO ({slo_text}) is missed already at the lowest rate "
+                       f"judged, {bad['rate']:g}/s, where served followed offered ({bad['throughput_rps']:.1f}/s, "
+                       f"{judged_key} {fmt_ms(bad['latency_ms'].get(judged_key))}); the requests that miss it: "
+                       f"{named}.")
+        elif bad is not None:
+            limit = "overload"
+            verdict = (f"No capacity: even {bad['rate']:g}/s was not met ({'; '.join(bad['failures'])}); lower "
+                       "--start-rate, or the target is overloaded or failing.")
+        else:
+            limit = "unsupported"
+            verdict = (f"No verdict: no step measured the {needed} requests needed to judge {slo_text} (at most "
+                       f"{max(s['samples'] for s in steps)}); raise --max-step-duration.")
     by_kind: dict[str, list[str]] = {}
     for entry in steps:
         for warning in entry["run"].get("warnings", []):
@@ -243,31 +405,23 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
     warnings = [found[0] + (f" (in {len(found)} steps)" if len(found) > 1 else "") for found in by_kind.values()]
     for warning in warnings:
         printer(f"warning: {warning}")
-    best = max((s for s in steps if s["passed"]), key=lambda s: s["throughput_rps"], default=None)
-    slo_text = ", ".join(f"{k} ≤ {v:g} ms" for k, v in base.slo.items())
-    if best is None:
-        verdict = (f"Even {steps[0]['rate']:g}/s missed the SLO ({slo_text}); lower --start-rate, or the target "
-                   "is overloaded or failing.")
-    elif bad is None:
-        verdict = (f"Every step met the SLO ({slo_text}) up to {best['rate']:g}/s (the --max-rate or --max-steps "
-                   f"bound): capacity is at least {best['throughput_rps']:.1f} req/s.")
-    else:
-        verdict = (f"Capacity {best['throughput_rps']:.1f} req/s at p99 {fmt_ms(best['latency_ms'].get('p99'))} "
-                   f"({slo_text}); at {bad['rate']:g}/s offered the SLO is missed "
-                   f"(p99 {fmt_ms(bad['latency_ms'].get('p99'))}, served {bad['throughput_rps']:.1f}/s).")
     return {
-        "kind": "capacity", "schema": 1, "label": label, "started_at": _now(), "target": base.target,
+        "kind": "capacity", "schema": 2, "label": label, "started_at": _now(), "target": base.target,
         "config": {k: v for k, v in asdict(base).items() if k not in ("rate", "duration", "label")}
-        | {"start_rate": start_rate, "factor": factor, "max_rate": max_rate, "step_duration": step_duration},
+        | {"start_rate": start_rate, "factor": factor, "max_rate": max_rate, "step_duration": step_duration,
+           "max_step_duration": max_step_duration},
         "workload": workload.to_json(),
         "slo": {**{f"{k}_ms": v for k, v in base.slo.items()}, "max_error_rate": base.max_error_rate},
+        "samples_needed": needed,
         "steps": steps,
         "probe": {"journeys_per_s": probe["journeys_per_s"], "latency_ms": probe["latency_ms"]} if probe else None,
-        "capacity_rps": best["throughput_rps"] if best else 0.0,
-        "knee": {"rate": best["rate"], "throughput_rps": best["throughput_rps"], "latency_ms": best["latency_ms"]}
-        if best else None,
-        "first_failure": {"rate": bad["rate"], "throughput_rps": bad["throughput_rps"],
-                          "latency_ms": bad["latency_ms"]} if bad else None,
+        "capacity_rps": capacity,
+        "answer": {"rate": answer[0]["rate"], "runs": [_point(r) for r in answer], "spread": answer_spread}
+        if answer else None,
+        "knee": _point(answer[-1]) if answer else None,
+        "first_failure": _point(bad) if bad else None,
+        "limit": limit,
+        "floor_misses": misses,
         "bounded": bad is None,
         "verdict": verdict,
         "warnings": warnings,
@@ -288,7 +442,8 @@ def run_capacity(args, target: Target, printer: Printer) -> dict:
     printer(f"capacity search on {target}: mix {_mix_text(mix)}, SLO {_slo_text(args)}, steps of "
             f"{args.step_duration:g}s from {start} ×{args.factor:g}")
     result = capacity_search(base, workload, args.start_rate, args.factor, args.max_rate, args.max_steps,
-                             args.refine, args.step_duration, printer, args.label, confirm=args.confirm)
+                             args.refine, args.step_duration, printer, args.label,
+                             max_step_duration=args.max_step_duration)
     result["primed"] = primed
     print(result["verdict"])
     return result
@@ -332,7 +487,7 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
             start = args.start_rate * (count / args.replicas[0]) if args.start_rate else None  # None: probe
             capacity = capacity_search(base, workload, start, args.factor, args.max_rate, args.max_steps,
                                        args.refine, args.step_duration, printer, label=f"{count} replicas",
-                                       confirm=args.confirm)
+                                       max_step_duration=args.max_step_duration)
             points.append({"replicas": count, "capacity_rps": capacity["capacity_rps"], "cpu_limits": limits,
                            "capacity": capacity})
             printer(f"[scale] {count} replicas: {capacity['capacity_rps']:.1f} req/s at the SLO")

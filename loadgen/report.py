@@ -230,7 +230,8 @@ def _capacity_plot(rep: Report, sec: dict, result: dict, title: str) -> None:
             for entry in every:
                 value = entry["latency_ms"].get(key)
                 if value is not None:
-                    ax.plot(entry["throughput_rps"], value, marker="o" if entry["passed"] else "x", color=color,
+                    marker = "o" if entry["passed"] else "^" if entry.get("verdict") == "UNSUPPORTED" else "x"
+                    ax.plot(entry["throughput_rps"], value, marker=marker, color=color,
                             markersize=4 if entry["passed"] else 6, linestyle="none")
     slo = result.get("slo", {}).get("p99_ms")
     if slo:
@@ -238,25 +239,49 @@ def _capacity_plot(rep: Report, sec: dict, result: dict, title: str) -> None:
     knee = result.get("knee")
     if knee:
         ax.scatter([knee["throughput_rps"]], [knee["latency_ms"].get("p99")], s=140, facecolors="none",
-                   edgecolors="black", linewidths=1.5, zorder=5, label=f"knee {knee['throughput_rps']:.0f} req/s")
+                   edgecolors="black", linewidths=1.5, zorder=5,
+                   label=f"{'knee' if result.get('limit') == 'knee' else 'capacity'} "
+                         f"{knee['throughput_rps']:.0f} req/s")
         ax.axvline(knee["throughput_rps"], color="black", linestyle=":", linewidth=1)
     ax.set_yscale("log")
     ax.set_xlabel("throughput (successful requests/s)")
     ax.set_ylabel("latency (ms, log scale)")
-    ax.set_title(title + " (o: step within the SLO, x: missed)")
+    ax.set_title(title + " (o: within the SLO, x: missed, ^: too few requests)")
     ax.legend(fontsize=8)
-    if knee and result.get("first_failure"):
-        fail = result["first_failure"]
-        sentence = (f"Latency stays flat while the server keeps up; the knee is at {knee['throughput_rps']:.1f} req/s "
-                    f"(p99 {_ms(knee['latency_ms'].get('p99'))}). Offering {fail['rate']:g}/s gets "
-                    f"{fail['throughput_rps']:.1f} req/s with p99 {_ms(fail['latency_ms'].get('p99'))}: past the knee "
-                    "throughput stops growing and queues make latency explode.")
-    elif knee:
-        sentence = (f"Every step met the SLO up to {knee['throughput_rps']:.1f} req/s; the search stopped at its "
-                    "bound before finding the knee.")
-    else:
-        sentence = "No step met the SLO: the first rate tried was already beyond capacity."
+    sentence = capacity_caption(result)
     rep.plot(sec, fig, "capacity", sentence)
+
+
+def capacity_caption(result: dict) -> str:
+    """The capacity plot's caption, from the numbers of the steps it sits under (a knee only where the
+    failing step served less than offered or its latency grew; older results have no `limit`)."""
+    answer, fail = result.get("knee"), result.get("first_failure")
+    limit = result.get("limit")
+    unsupported = sum(1 for s in result["steps"] if s.get("verdict") == "UNSUPPORTED")
+    note = (f" {unsupported} step(s) held too few requests to judge the percentile "
+            f"({result.get('samples_needed')} needed) and are marked unsupported." if unsupported else "")
+    if limit is None and answer and fail:
+        limit = "knee" if not fail.get("kept_up", True) else "limit"
+    if answer and fail and limit == "knee":
+        short = " (short of the offered rate)" if not fail.get("kept_up", True) else ""
+        return (f"The highest rate within the SLO serves {answer['throughput_rps']:.1f} req/s (p99 "
+                f"{_ms(answer['latency_ms'].get('p99'))}); offering {fail['rate']:g}/s gets "
+                f"{fail['throughput_rps']:.1f} req/s{short} with p99 {_ms(fail['latency_ms'].get('p99'))}: "
+                "the knee." + note)
+    if answer and fail:
+        return (f"The highest rate within the SLO serves {answer['throughput_rps']:.1f} req/s (p99 "
+                f"{_ms(answer['latency_ms'].get('p99'))}); at {fail['rate']:g}/s the server still served "
+                f"{fail['throughput_rps']:.1f} req/s (p99 {_ms(fail['latency_ms'].get('p99'))}) but missed the SLO: "
+                "a limit, not a knee." + note)
+    if answer:
+        return (f"Every step met the SLO up to {answer['throughput_rps']:.1f} req/s; the search stopped at its "
+                "bound before finding a limit." + note)
+    if limit == "floor" and fail:
+        return (f"No step met the SLO, though at {fail['rate']:g}/s the server served {fail['throughput_rps']:.1f} "
+                f"req/s (p99 {_ms(fail['latency_ms'].get('p99'))}): a latency floor, not a capacity." + note)
+    if limit == "unsupported":
+        return "No step held enough requests to judge its percentile: no verdict." + note
+    return "No step met the SLO: the lowest rate tried was already beyond what the target served." + note
 
 
 def _capacity_section(rep: Report, name: str, result: dict) -> None:

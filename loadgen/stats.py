@@ -10,6 +10,7 @@ Requests that failed without a response (refused, reset) are counted as errors, 
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +22,23 @@ LOWEST_US = 1
 HIGHEST_US = 600_000_000  # 10 minutes
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50, 90, 99, 99.9)
+# A percentile is judged only when this many measured requests lie beyond it: a p99 needs 2,000
+# requests, a p99.9 20,000. With fewer, "the p99" is the step's one or two slowest requests.
+TAIL_SAMPLES = 20
+
+
+def samples_needed(measure: str) -> int:
+    """Measured requests a step needs before `measure` (p50, p99, p999, mean, max) can be judged."""
+    if not measure.startswith("p"):
+        return 1  # mean and max are what they are, whatever the count
+    share_beyond = 1 - percentile_of(measure) / 100
+    return math.ceil(round(TAIL_SAMPLES / share_beyond, 6))
+
+
+def percentile_of(measure: str) -> float:
+    """The inverse of percentile_key: p50 -> 50, p999 -> 99.9."""
+    digits = measure[1:]
+    return float(digits[:2] + "." + digits[2:]) if len(digits) > 2 else float(digits)
 
 
 def new_histogram() -> HdrHistogram:

@@ -325,13 +325,16 @@ def test_client_reads_chunked_bodies_reuses_connections_and_honours_close():
 def test_capacity_search_finds_a_serial_servers_limit():
     with FakeShop() as shop:
         shop.serial, shop.serial_cost = threading.Lock(), 0.010  # one at a time, 10 ms each: ~100/s at most
-        base = config(shop.url, warmup=0.3, slo={"p99": 60.0}, timeout=2.0)
+        # a p50 is judged on 40 requests, so short steps hold enough of them (a p99 needs 2,000)
+        base = config(shop.url, warmup=0.3, slo={"p50": 60.0}, timeout=2.0)
         result = capacity_search(base, workload(FAST), start_rate=30, factor=2.0, max_rate=400, max_steps=5,
                                  refine=1, step_duration=1.5, printer=lambda line: None, pause=0.2)
     assert result["knee"] is not None and result["first_failure"] is not None
     assert 45 <= result["capacity_rps"] <= 100
     assert result["first_failure"]["rate"] > result["knee"]["rate"]
     assert all(s["passed"] for s in result["steps"] if s["rate"] <= result["knee"]["rate"])
+    assert result["limit"] == "knee" and result["answer"]["rate"] == result["knee"]["rate"]
+    assert [s["role"] for s in result["steps"]].count("re-check") >= 1  # the answer was run twice
 
 
 # ------------------------------------------------------------------------------------------
@@ -393,7 +396,7 @@ def test_report_from_run_and_capacity_results(tmp_path):
         shop.delays[FAST] = 0.003
         run = run_load(config(shop.url, rate=50.0, duration=1.5, label="smoke"), workload(FAST))
         shop.serial, shop.serial_cost = threading.Lock(), 0.010
-        capacity = capacity_search(config(shop.url, warmup=0.2, slo={"p99": 60.0}, timeout=2.0), workload(FAST),
+        capacity = capacity_search(config(shop.url, warmup=0.2, slo={"p50": 60.0}, timeout=2.0), workload(FAST),
                                    start_rate=40, factor=3.0, max_rate=400, max_steps=3, refine=0,
                                    step_duration=1.0, printer=lambda line: None, pause=0.1)
     (tmp_path / "run").mkdir()

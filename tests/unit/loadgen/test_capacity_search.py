@@ -1,0 +1,191 @@
+"""The capacity search (loadgen/experiments.py capacity_search) with a model server instead of a real
+one: each step's "run" is computed from the offered rate, so the rules can be checked without load.
+
+Checked: a step holds enough requests for the percentile it judges (and lasts longer at low rates,
+up to --max-step-duration); a step that cannot is marked unsupported, not PASS or FAIL; the search
+never climbs past a confirmed failure, confirms a failure once, re-checks the rate it answers and
+reports the spread of the two runs; the verdict tells a knee from a latency floor.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from loadgen.engine import RunConfig
+from loadgen.experiments import MAX_STEP_DURATION, capacity_search, judge, step_seconds
+from loadgen.stats import samples_needed
+from loadgen.workload import Workload
+
+WORKLOAD = Workload(seed=1, products=["p1"], categories=[("c", 1)], users=1)
+
+
+def fake_run(cfg: RunConfig, p99_ms: float, served: float | None = None, by_request: dict | None = None) -> dict:
+    """What run_load returns, for a server that answers with `p99_ms` and serves `served`/s (default: all)."""
+    served = cfg.rate if served is None else served
+    count = int(served * cfg.duration)
+    latency = {"count": count, "p50": p99_ms / 4, "p99": p99_ms}
+    violations = [f"{k} {latency[k]} ms > {v:g} ms" for k, v in cfg.slo.items() if latency[k] > v]
+    return {"requests": count, "throughput_rps": round(served, 2), "journeys_per_s": served, "error_rate": 0.0,
+            "kept_up": served >= 0.9 * cfg.rate, "latency_ms": latency, "warnings": [],
+            "slo": {"met": not violations, "violations": violations}, "by_request": by_request or {}}
+
+
+class ModelServer:
+    """Records the steps it was asked for; `answer(cfg, nth_call_at_this_rate)` makes each run."""
+
+    def __init__(self, answer: Callable[[RunConfig, int], dict]) -> None:
+        self.answer = answer
+        self.calls: list[RunConfig] = []
+
+    def __call__(self, cfg: RunConfig) -> dict:
+        self.calls.append(cfg)
+        return self.answer(cfg, sum(1 for c in self.calls if c.rate == cfg.rate))
+
+
+def knee_at(capacity: float) -> Callable[[RunConfig, int], dict]:
+    """Flat 20 ms up to `capacity`; beyond it the server serves `capacity`/s and latency explodes."""
+    def answer(cfg: RunConfig, _nth: int) -> dict:
+        if cfg.rate <= capacity:
+            return fake_run(cfg, 20.0)
+        return fake_run(cfg, 2000.0, served=capacity)
+    return answer
+
+
+def search(server: ModelServer, start_rate: float, slo: dict | None = None, step_duration: float = 5.0,
+           max_step_duration: float = MAX_STEP_DURATION, max_steps: int = 10, refine: int = 1) -> dict:
+    base = RunConfig(target="http://127.0.0.1:1", slo=slo or {"p99": 250.0})
+    return capacity_search(base, WORKLOAD, start_rate, 1.3, 5000, max_steps, refine, step_duration,
+                           printer=lambda line: None, pause=0, max_step_duration=max_step_duration,
+                           run_step=server, settle_target=lambda: 0.0)
+
+
+def test_a_p99_needs_enough_requests_beyond_it():
+    assert samples_needed("p99") == 2000  # 20 requests beyond the 99th percentile
+    assert samples_needed("p999") == 20_000
+    assert samples_needed("p90") == 200
+    assert samples_needed("max") == 1
+
+
+def test_a_step_at_a_low_rate_lasts_long_enough_for_its_percentile_within_the_bound():
+    assert step_seconds(1000, 1.0, 2000, 5.0, 30.0) == 5.0  # 5,000 requests: the shortest step will do
+    assert step_seconds(200, 1.0, 2000, 5.0, 30.0) == 11.5  # 2,000 requests and a margin
+    assert step_seconds(200, 2.0, 2000, 5.0, 30.0) == 5.8  # journeys of two requests each
+    assert step_seconds(10, 1.0, 2000, 5.0, 30.0) == 30.0  # bounded
+    server = ModelServer(knee_at(1000.0))
+    search(server, start_rate=100.0, max_steps=2)
+    first = server.calls[0]
+    assert first.rate * first.duration >= 2000 and first.duration > 5.0
+
+
+def test_a_step_without_enough_requests_is_unsupported_not_judged():
+    cfg = RunConfig(target="http://127.0.0.1:1", rate=10.0, duration=30.0)
+    slow = judge(fake_run(cfg, 900.0), {"p99": 250.0})  # 300 requests: its "p99" is its 3 slowest
+    assert slow["verdict"] == "UNSUPPORTED" and slow["unsupported"] == ["p99"]
+    assert slow["samples"] == 300 and slow["samples_needed"] == 2000
+    overloaded = judge(fake_run(cfg, 900.0, served=5.0), {"p99": 250.0})  # not keeping up fails on any count
+    assert overloaded["verdict"] == "FAIL"
+    enough = RunConfig(target="http://127.0.0.1:1", rate=100.0, duration=30.0)
+    assert judge(fake_run(enough, 900.0), {"p99": 250.0})["verdict"] == "FAIL"
+    assert judge(fake_run(enough, 90.0), {"p99": 250.0})["verdict"] == "PASS"
+
+
+def test_unsupported_steps_are_marked_in_the_result_and_never_give_the_answer():
+    server = ModelServer(lambda cfg, _nth: fake_run(cfg, 20.0))
+    lines: list[str] = []
+    base = RunConfig(target="http://127.0.0.1:1", slo={"p99": 250.0})
+    result = capacity_search(base, WORKLOAD, 5.0, 1.3, 8.0, 4, 0, 5.0, printer=lines.append, pause=0,
+                             max_step_duration=20.0, run_step=server, settle_target=lambda: 0.0)
+    assert [s["verdict"] for s in result["steps"]] == ["UNSUPPORTED"] * 3  # 5, 6.5, 8/s: at most 160 requests
+    assert not any(s["passed"] for s in result["steps"])
+    assert all("UNSUPPORTED" in line and "p99 unsupported" in line for line in lines if "step" in line)
+    assert result["capacity_rps"] == 0.0 and result["answer"] is None and result["limit"] == "unsupported"
+    assert "No verdict" in result["verdict"] and "2000 requests" in result["verdict"]
+
+
+def test_the_search_confirms_its_failure_and_rechecks_its_answer():
+    server = ModelServer(knee_at(500.0))
+    result = search(server, start_rate=300.0)
+    rates = [s["rate"] for s in result["steps"]]
+    # 300, 390 pass; 507 fails and is run again; bisection at 444.67 passes; 444.67 is re-checked.
+    assert rates == [300.0, 390.0, 507.0, 507.0, 444.67, 444.67]
+    assert [s["role"] for s in result["steps"]] == ["search", "search", "search", "confirm", "search", "re-check"]
+    assert result["first_failure"]["rate"] == 507.0 and result["steps"][3]["confirmed"] is True
+    assert result["answer"]["rate"] == 444.67 and len(result["answer"]["runs"]) == 2
+    assert result["capacity_rps"] == 444.67 and result["limit"] == "knee"
+
+
+def test_a_failure_that_does_not_repeat_does_not_end_the_search():
+    def stalls_once(cfg: RunConfig, nth: int) -> dict:
+        if cfg.rate == 390.0 and nth == 1:  # a transient stall elsewhere
+            return fake_run(cfg, 900.0)
+        return knee_at(500.0)(cfg, nth)
+    result = search(ModelServer(stalls_once), start_rate=300.0)
+    assert result["first_failure"]["rate"] == 507.0
+    assert result["answer"]["rate"] > 390.0
+
+
+def test_a_rate_that_passes_once_but_not_on_its_recheck_is_not_the_answer_and_the_search_stays_below():
+    def flaky_at_444(cfg: RunConfig, nth: int) -> dict:
+        if cfg.rate == 444.67 and nth == 2:
+            return fake_run(cfg, 400.0)
+        return knee_at(500.0)(cfg, nth)
+    server = ModelServer(flaky_at_444)
+    result = search(server, start_rate=300.0)
+    assert result["answer"]["rate"] == 390.0  # the next lower pass, re-checked
+    assert result["first_failure"]["rate"] == 444.67
+    after_failure = [c.rate for c in server.calls[server.calls.index(
+        next(c for c in server.calls if c.rate == 507.0)):]]
+    assert max(after_failure[2:]) < 507.0  # monotone: nothing above the confirmed failure was tried again
+
+
+def test_the_answer_reports_the_spread_of_its_two_runs():
+    def drifting(cfg: RunConfig, nth: int) -> dict:
+        if cfg.rate > 500:
+            return fake_run(cfg, 2000.0, served=500.0)
+        return fake_run(cfg, 100.0 if nth == 1 else 150.0, served=cfg.rate if nth == 1 else 0.95 * cfg.rate)
+    result = search(ModelServer(drifting), start_rate=300.0)
+    spread = result["answer"]["spread"]
+    assert spread["p99_ms"]["values"] == [100.0, 150.0]
+    assert spread["p99_ms"]["range_pct"] == 40.0  # 50 ms of a 125 ms mean
+    low, high = sorted(spread["throughput_rps"]["values"])
+    assert math.isclose(spread["throughput_rps"]["range_pct"], round(100 * (high - low) / ((high + low) / 2), 1))
+    assert result["capacity_rps"] == low  # the capacity is what both runs served
+    assert "twice" in result["verdict"] and f"range {spread['throughput_rps']['range_pct']}%" in result["verdict"]
+
+
+def test_a_knee_is_named_only_where_served_stops_following_offered_or_latency_grows():
+    knee = search(ModelServer(knee_at(500.0)), start_rate=300.0)
+    assert knee["limit"] == "knee" and "The knee" in knee["verdict"] and "served 500.0/s" in knee["verdict"]
+
+    def errors_beyond_500(cfg: RunConfig, _nth: int) -> dict:
+        run = fake_run(cfg, 20.0)
+        if cfg.rate > 500:
+            run["error_rate"] = 0.05
+            run["slo"] = {"met": False, "violations": ["error rate 5.00% > 1%"]}
+        return run
+    limit = search(ModelServer(errors_beyond_500), start_rate=300.0)
+    assert limit["limit"] == "limit" and "not a knee" in limit["verdict"] and "The knee" not in limit["verdict"]
+
+
+def test_a_latency_floor_names_the_requests_that_miss_instead_of_a_capacity():
+    by_request = {"GET /v1/products/{id}": {"latency_ms": {"count": 1400, "p99": 40.0}, "cache": {"hit": 1400}},
+                  "GET /v1/products": {"latency_ms": {"count": 600, "p99": 700.0},
+                                       "cache": {"hit": 500, "miss": 100}}}
+    server = ModelServer(lambda cfg, _nth: fake_run(cfg, 420.0, by_request=by_request))
+    result = search(server, start_rate=300.0, max_steps=4)
+    assert result["capacity_rps"] == 0.0 and result["limit"] == "floor"
+    assert "latency floor" in result["verdict"] and "Capacity" not in result["verdict"]
+    assert [m["request"] for m in result["floor_misses"]] == ["GET /v1/products"]
+    assert "GET /v1/products (p99 700.0 ms, n=600, X-Cache {'hit': 500, 'miss': 100})" in result["verdict"]
+    assert "knee" not in result["verdict"]
+
+
+def test_the_report_caption_calls_a_knee_only_what_the_numbers_show():
+    from loadgen.report import capacity_caption
+    knee = search(ModelServer(knee_at(500.0)), start_rate=300.0)
+    assert "the knee" in capacity_caption(knee) and "gets 500.0 req/s with p99 2.00 s" in capacity_caption(knee)
+    flat = search(ModelServer(lambda cfg, n: fake_run(cfg, 20.0) if cfg.rate <= 500 else
+                              {**fake_run(cfg, 20.0), "slo": {"met": False, "violations": ["error rate 5% > 1%"]}}),
+                  start_rate=300.0)
+    caption = capacity_caption(flat)
+    assert "the knee" not in caption and "a limit, not a knee" in caption
