@@ -27,8 +27,8 @@ from tests.cluster.test_release_faults import CHART, helm, report
 REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT = 1800
 SCALE_ARGS = ("experiment scale --service catalog --replicas 1,2 --platform k8s "
-              "--deployment-prefix $(DEPLOYMENT_PREFIX) --step-duration 4s --max-steps 10 --refine 1 "
-              "--out /results/$(LOADGEN_RUN)")
+              "--deployment-prefix $(DEPLOYMENT_PREFIX) --step-duration 4s --max-step-duration 10s --max-steps 10 "
+              "--refine 1 --out /results/$(LOADGEN_RUN)")
 
 
 def kube_load(args: str) -> tuple[str, str]:
