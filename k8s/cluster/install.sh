@@ -176,7 +176,7 @@ install_images() {
     --file "$BIN/metrics-server:/metrics-server" --entrypoint /metrics-server --user 65534:65534
   if [[ -x $BIN/busybox ]]; then
     local applet links=()
-    for applet in sh mkdir rm chmod ls cat echo sleep nslookup wget httpd; do links+=(--link "/bin/$applet:busybox"); done
+    for applet in sh mkdir rm chmod ls cat echo sleep nslookup wget httpd nc; do links+=(--link "/bin/$applet:busybox"); done
     image busybox "$BUSYBOX_IMAGE" --file "$BIN/busybox:/bin/busybox" "${links[@]}" --entrypoint /bin/sh
   fi
   return 0

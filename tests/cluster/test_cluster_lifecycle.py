@@ -3,8 +3,9 @@
 Brings the real cluster up (k8s/cluster/cluster.sh, built by k8s/cluster/install.sh), checks that a
 second `up` changes nothing, that the node is Ready, that a pod resolves a Service's name through
 the cluster DNS, that a NodePort answers on 127.0.0.1, that a StatefulSet's volume claim binds (local-path
-provisioner) and that `kubectl top` has metrics (metrics-server); then brings it down and checks
-that no process, mount, interface or iptables rule of the cluster is left.
+provisioner), that `kubectl top` has metrics (metrics-server) and that a NetworkPolicy is enforced
+(kube-router's firewall); then brings it down and checks that no process, mount, interface,
+iptables rule or ipset of the cluster is left.
 
 Not part of `make test` (pytest.ini's testpaths leave tests/cluster out): run it with
 `make test-cluster-infra`. It needs root, the built parts (`make cluster-install`) and a few minutes.
@@ -65,6 +66,7 @@ class HostState:
     mounts: frozenset[str]
     links: frozenset[str]
     iptables: frozenset[str]
+    ipsets: frozenset[str]
 
 
 def _lines(cmd: list[str]) -> list[str]:
@@ -105,7 +107,8 @@ def host_state() -> HostState:
             links.add(name)
     mounts = {line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
               if not line.split()[1].startswith(DOCKER_PATHS)}
-    return HostState(_cluster_processes(), frozenset(mounts), frozenset(links), _iptables_rules())
+    ipsets = frozenset(_lines(["ipset", "list", "-n"]))
+    return HostState(_cluster_processes(), frozenset(mounts), frozenset(links), _iptables_rules(), ipsets)
 
 
 def pod_veths() -> frozenset[str]:
@@ -250,6 +253,40 @@ def test_metrics_server_serves_node_metrics(running_cluster: HostState) -> None:
         time.sleep(3)
 
 
+def connects(namespace: str, pod: str, address: str, port: int) -> bool:
+    """True when busybox's nc in `pod` connects to address:port (3 s; its wget crashes, static glibc)."""
+    result = subprocess.run([str(KUBECTL), "--kubeconfig", str(KUBECONFIG), "-n", namespace, "exec", pod, "--",
+                             "sh", "-c", f"echo | nc -w 3 {address} {port}"], capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def until(expected: bool, check, seconds: float = 30) -> bool:
+    """Poll `check()` until it returns `expected` (the enforcer applies a change within seconds)."""
+    deadline = time.monotonic() + seconds
+    while (found := check()) != expected and time.monotonic() < deadline:
+        time.sleep(1)
+    return found
+
+
+def test_a_network_policy_is_enforced(namespace: str) -> None:
+    """kube-router's firewall: a policy admitting only `app=friend` refuses another pod, then admits it as a friend."""
+    kubectl("-n", namespace, "run", "guarded", f"--image={BUSYBOX_IMAGE}", "--image-pull-policy=Never",
+            "--labels=app=guarded", "--command", "--", "httpd", "-f", "-p", "8080", "-h", "/bin")
+    kubectl("-n", namespace, "run", "client", f"--image={BUSYBOX_IMAGE}", "--image-pull-policy=Never",
+            "--labels=app=client", "--command", "--", "sleep", "600")
+    for pod in ("guarded", "client"):
+        kubectl("-n", namespace, "wait", "--for=condition=Ready", f"pod/{pod}", "--timeout=120s")
+    address = kubectl("-n", namespace, "get", "pod", "guarded", "-o", "jsonpath={.status.podIP}")
+    assert until(True, lambda: connects(namespace, "client", address, 8080)), "no policy yet: the client gets through"
+    policy = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "friends-only"},
+              "spec": {"podSelector": {"matchLabels": {"app": "guarded"}}, "policyTypes": ["Ingress"],
+                       "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "friend"}}}]}]}}
+    kubectl("-n", namespace, "apply", "-f", "-", stdin=json.dumps(policy))
+    assert not until(False, lambda: connects(namespace, "client", address, 8080)), "the policy did not refuse it"
+    kubectl("-n", namespace, "label", "pod", "client", "app=friend", "--overwrite")
+    assert until(True, lambda: connects(namespace, "client", address, 8080)), "the policy did not admit a friend"
+
+
 def test_down_leaves_nothing_behind(running_cluster: HostState) -> None:
     """Runs last in this module: the fixture's own `down` afterwards finds nothing to do."""
     before = running_cluster
@@ -268,5 +305,6 @@ def test_down_leaves_nothing_behind(running_cluster: HostState) -> None:
         new_links = frozenset(link for link in new_links if not link.startswith("veth"))
     assert new_links == frozenset()
     assert (after.iptables - before.iptables) - builtin_policies(after.iptables) == frozenset()
+    assert after.ipsets - before.ipsets == frozenset()
     again = cluster("down")
     assert again.returncode == 0
