@@ -171,6 +171,7 @@ def passes(result: dict) -> bool:
 MAX_STEP_DURATION = 30.0  # seconds: the longest a step may grow to hold enough requests for its percentile
 SAMPLE_MARGIN = 1.15  # a step is planned for this much more than the requests it needs (arrivals vary)
 MIN_RATE = 0.5  # arrivals per second: the search never steps below this
+MAX_RECHECKS = 3  # re-runs of passing rates before the answer (the next lower pass after a failed one, then the lowest)
 StepRunner = Callable[[RunConfig], dict]
 
 
@@ -220,8 +221,8 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
 
     Steps grow by `factor` (up to `max_steps` rates); a failing step is run once more and only a
     repeated failure bounds the search; `refine` bisection steps follow; the highest rate that
-    passed is then run again, and only a second pass makes it the answer (else the next lower
-    pass is re-checked). Each step lasts `step_duration`, longer at low rates (up to
+    passed is then run again, and only a second pass makes it the answer (else a lower pass is
+    re-checked, up to MAX_RECHECKS times). Each step lasts `step_duration`, longer at low rates (up to
     `max_step_duration`) to hold enough requests for the percentiles the SLO judges.
     `confirm` is kept for callers: confirmation is always done. `run_step` and `settle_target`
     replace the real load and the wait after an overload (tests).
@@ -317,14 +318,17 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             break
 
     answer: list[dict] = []  # the two passing runs of the answer's rate
-    while good is not None and len(steps) < 3 * max_steps + 2 * refine + 4:
+    for recheck in range(MAX_RECHECKS):
+        if good is None:
+            break
         again = step(good["rate"], "re-check")
         if again["verdict"] == "PASS":
             answer = [good, again]
             break
-        bad = again  # it passed once and not again: not an answer; the next lower pass is re-checked
-        good = max((s for s in steps if s["verdict"] == "PASS" and s["rate"] < again["rate"]),
-                   key=lambda s: s["rate"], default=None)
+        bad = again  # it passed once and not again: not an answer; a lower pass is re-checked
+        lower = [s for s in steps if s["verdict"] == "PASS" and s["rate"] < again["rate"]]
+        pick = min if recheck == MAX_RECHECKS - 2 else max  # the last try: the lowest pass, the likeliest to hold
+        good = pick(lower, key=lambda s: s["rate"], default=None)
     return _capacity_result(base, workload, steps, answer, bad, probe, label, start_rate, factor, max_rate,
                             step_duration, max_step_duration, needed, printer)
 
@@ -368,15 +372,16 @@ def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], ans
             worse = [r["latency_ms"].get(judged_key) or 0 for r in answer]
             grew = (bad["latency_ms"].get(judged_key) or 0) > max(worse)
             served = f"served {bad['throughput_rps']:.1f}/s"
-            if not bad["kept_up"] or grew:
+            if not bad["kept_up"]:
                 limit = "knee"
-                what = (f"{served} (it stopped following the offered rate)" if not bad["kept_up"] else served) + (
-                    f" and {judged_key} grew to {fmt_ms(bad['latency_ms'].get(judged_key))}" if grew else "")
+                what = f"{served}: it stopped following the offered rate" + (
+                    f", and {judged_key} grew to {fmt_ms(bad['latency_ms'].get(judged_key))}" if grew else "")
                 verdict = f"Capacity {capacity:.1f} req/s: {twice}. The knee: at {bad['rate']:g}/s offered, {what}."
             else:
                 limit = "limit"
-                verdict = (f"Capacity {capacity:.1f} req/s: {twice}. At {bad['rate']:g}/s offered, {served} and the "
-                           f"step failed ({'; '.join(bad['failures'])}) without its latency growing: not a knee.")
+                verdict = (f"Capacity {capacity:.1f} req/s: {twice}. At {bad['rate']:g}/s offered, {served} (it "
+                           f"followed the offered rate) and the step failed ({'; '.join(bad['failures'])}): the SLO "
+                           "is missed before throughput saturates, not at a knee.")
     else:
         capacity = 0.0
         if bad is not None and bad["kept_up"]:  # no lower rate passed, and this one was served in full

@@ -133,6 +133,7 @@ class Recorder:
     def __init__(self) -> None:
         self.requests: dict[str, NameStats] = {}
         self.journeys: dict[str, NameStats] = {}
+        self.by_cache: dict[str, NameStats] = {}  # "<name> X-Cache: <value>": which of hits and misses are slow
         self.count = 0  # measured requests: answered, timed out or failed
         self.ok = 0
         self.errors: Counter = Counter()
@@ -163,6 +164,9 @@ class Recorder:
         cache = headers.get("x-cache")
         if cache:
             stats.cache[cache] += 1
+            split = self._name(self.by_cache, f"{name} X-Cache: {cache}")
+            split.hist.record_value(latency_us)
+            split.cache[cache] += 1
         trips = headers.get("x-db-round-trips")
         if trips is not None and trips.isdigit():
             stats.db_round_trips += int(trips)
@@ -215,6 +219,7 @@ class Recorder:
     def to_wire(self) -> dict:
         return {"requests": {k: v.to_wire() for k, v in self.requests.items()},
                 "journeys": {k: v.to_wire() for k, v in self.journeys.items()},
+                "by_cache": {k: v.to_wire() for k, v in self.by_cache.items()},
                 "count": self.count, "ok": self.ok, "errors": dict(self.errors)}
 
 
@@ -224,15 +229,16 @@ class Merged:
     def __init__(self) -> None:
         self.requests: dict[str, NameStats] = {}
         self.journeys: dict[str, NameStats] = {}
+        self.by_cache: dict[str, NameStats] = {}
         self.all = new_histogram()
         self.count = 0
         self.ok = 0
         self.errors: Counter = Counter()
 
     def add(self, wire: dict) -> None:
-        for table_name in ("requests", "journeys"):
+        for table_name in ("requests", "journeys", "by_cache"):
             table = getattr(self, table_name)
-            for name, part in wire[table_name].items():
+            for name, part in wire.get(table_name, {}).items():
                 stats = table.setdefault(name, NameStats())
                 stats.add_wire(part)
                 if table_name == "requests" and part["hist"]:
@@ -245,7 +251,7 @@ class Merged:
         return sum(self.errors.values())
 
     def describe(self) -> dict[str, Any]:
-        """The JSON-ready summary: per request name and per journey."""
+        """The JSON-ready summary: per request name, per request name and X-Cache value, and per journey."""
         def one(stats: NameStats, journey: bool = False) -> dict:
             out: dict[str, Any] = {"latency_ms": summary_ms(stats.hist)}
             if journey and not stats.hist.get_total_count():
@@ -265,6 +271,7 @@ class Merged:
             return out
 
         return {"by_request": {k: one(v) for k, v in sorted(self.requests.items())},
+                "by_request_cache": {k: one(v) for k, v in sorted(self.by_cache.items())},
                 "by_journey": {k: one(v, True) for k, v in sorted(self.journeys.items())}}
 
     def cache_totals(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 
 from loadgen.engine import RunConfig
-from loadgen.experiments import MAX_STEP_DURATION, capacity_search, judge, step_seconds
+from loadgen.experiments import MAX_STEP_DURATION, capacity_search, judge, slow_requests, step_seconds
 from loadgen.stats import samples_needed
 from loadgen.workload import Workload
 
@@ -103,7 +103,7 @@ def test_unsupported_steps_are_marked_in_the_result_and_never_give_the_answer():
 
 
 def test_the_search_confirms_its_failure_and_rechecks_its_answer():
-    server = ModelServer(knee_at(500.0))
+    server = ModelServer(knee_at(450.0))
     result = search(server, start_rate=300.0)
     rates = [s["rate"] for s in result["steps"]]
     # 300, 390 pass; 507 fails and is run again; bisection at 444.67 passes; 444.67 is re-checked.
@@ -118,7 +118,7 @@ def test_a_failure_that_does_not_repeat_does_not_end_the_search():
     def stalls_once(cfg: RunConfig, nth: int) -> dict:
         if cfg.rate == 390.0 and nth == 1:  # a transient stall elsewhere
             return fake_run(cfg, 900.0)
-        return knee_at(500.0)(cfg, nth)
+        return knee_at(450.0)(cfg, nth)
     result = search(ModelServer(stalls_once), start_rate=300.0)
     assert result["first_failure"]["rate"] == 507.0
     assert result["answer"]["rate"] > 390.0
@@ -128,7 +128,7 @@ def test_a_rate_that_passes_once_but_not_on_its_recheck_is_not_the_answer_and_th
     def flaky_at_444(cfg: RunConfig, nth: int) -> dict:
         if cfg.rate == 444.67 and nth == 2:
             return fake_run(cfg, 400.0)
-        return knee_at(500.0)(cfg, nth)
+        return knee_at(450.0)(cfg, nth)
     server = ModelServer(flaky_at_444)
     result = search(server, start_rate=300.0)
     assert result["answer"]["rate"] == 390.0  # the next lower pass, re-checked
@@ -153,9 +153,10 @@ def test_the_answer_reports_the_spread_of_its_two_runs():
     assert "twice" in result["verdict"] and f"range {spread['throughput_rps']['range_pct']}%" in result["verdict"]
 
 
-def test_a_knee_is_named_only_where_served_stops_following_offered_or_latency_grows():
-    knee = search(ModelServer(knee_at(500.0)), start_rate=300.0)
-    assert knee["limit"] == "knee" and "The knee" in knee["verdict"] and "served 500.0/s" in knee["verdict"]
+def test_a_knee_is_named_only_where_served_stops_following_offered():
+    knee = search(ModelServer(knee_at(450.0)), start_rate=300.0)
+    assert knee["limit"] == "knee" and "The knee" in knee["verdict"]
+    assert "served 450.0/s: it stopped following" in knee["verdict"]
 
     def errors_beyond_500(cfg: RunConfig, _nth: int) -> dict:
         run = fake_run(cfg, 20.0)
@@ -164,7 +165,22 @@ def test_a_knee_is_named_only_where_served_stops_following_offered_or_latency_gr
             run["slo"] = {"met": False, "violations": ["error rate 5.00% > 1%"]}
         return run
     limit = search(ModelServer(errors_beyond_500), start_rate=300.0)
-    assert limit["limit"] == "limit" and "not a knee" in limit["verdict"] and "The knee" not in limit["verdict"]
+    assert limit["limit"] == "limit" and "not at a knee" in limit["verdict"] and "The knee" not in limit["verdict"]
+
+    # latency grows with the rate but every request offered is served: the SLO breaks before saturation
+    slower = search(ModelServer(lambda cfg, _nth: fake_run(cfg, 20.0 if cfg.rate <= 450 else 480.0)), start_rate=300.0)
+    assert slower["limit"] == "limit" and "The knee" not in slower["verdict"]
+    assert "served 507.0/s (it followed the offered rate)" in slower["verdict"]
+
+
+def test_rechecks_are_bounded_and_the_last_one_tries_the_lowest_pass():
+    def passes_once_only(cfg: RunConfig, nth: int) -> dict:
+        return knee_at(450.0)(cfg, nth) if nth == 1 or cfg.rate == 300.0 else fake_run(cfg, 900.0)
+    server = ModelServer(passes_once_only)
+    result = search(server, start_rate=300.0, refine=2)
+    rechecks = [s["rate"] for s in result["steps"] if s["role"] == "re-check"]
+    assert len(rechecks) <= 3 and rechecks[-1] == 300.0
+    assert result["answer"]["rate"] == 300.0
 
 
 def test_a_latency_floor_names_the_requests_that_miss_instead_of_a_capacity():
@@ -182,10 +198,28 @@ def test_a_latency_floor_names_the_requests_that_miss_instead_of_a_capacity():
 
 def test_the_report_caption_calls_a_knee_only_what_the_numbers_show():
     from loadgen.report import capacity_caption
-    knee = search(ModelServer(knee_at(500.0)), start_rate=300.0)
-    assert "the knee" in capacity_caption(knee) and "gets 500.0 req/s with p99 2.00 s" in capacity_caption(knee)
+    knee = search(ModelServer(knee_at(450.0)), start_rate=300.0)
+    caption = capacity_caption(knee)
+    assert "the knee" in caption and "gets 450.0 req/s (short of the offered rate) with p99 2.00 s" in caption
     flat = search(ModelServer(lambda cfg, n: fake_run(cfg, 20.0) if cfg.rate <= 500 else
                               {**fake_run(cfg, 20.0), "slo": {"met": False, "violations": ["error rate 5% > 1%"]}}),
                   start_rate=300.0)
     caption = capacity_caption(flat)
     assert "the knee" not in caption and "a limit, not a knee" in caption
+
+
+def test_latency_is_split_by_x_cache_so_a_floor_can_name_slow_misses():
+    from loadgen.stats import Merged, Recorder
+    recorder = Recorder()
+    for i in range(100):
+        miss = i % 10 == 0
+        recorder.record_response("GET /v1/products", 600_000 if miss else 2_000, 200,
+                                 {"x-cache": "miss" if miss else "hit"}, ok=True, measured=True)
+    merged = Merged()
+    merged.add(recorder.to_wire())
+    split = merged.describe()["by_request_cache"]
+    assert split["GET /v1/products X-Cache: miss"]["latency_ms"]["count"] == 10
+    assert split["GET /v1/products X-Cache: hit"]["latency_ms"]["p99"] == 2.0
+    run = {"by_request": merged.describe()["by_request"], "by_request_cache": split}
+    slow = slow_requests(run, {"p99": 250.0})
+    assert [m["request"] for m in slow] == ["GET /v1/products", "GET /v1/products X-Cache: miss"]
