@@ -7,7 +7,11 @@ to 2). The short form (in `make test`) has shorter pauses between faults, fewer 
 and a 5,000-product import instead of 10,000. Every request is counted by kind and
 outcome, and checked:
 
-- reads and idempotent requests: no failure at all (the gateway retries GETs);
+- reads and idempotent requests: no failure at all (the gateway retries GETs), save one that
+  no proxy can retry: a response cut off mid-body by the SIGKILL of the very replica sending it
+  (gunicorn writes headers and body apart; once the gateway has passed the headers on it can
+  only close the connection). Such a read is counted as `cut_by_sigkill` only when the replica
+  named in its `X-Served-By` was killed while it was in flight; any other broken read is a violation;
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
   503 is read back: it took effect fully or not at all; one that took effect after all, as
   a write can when the database timed out, is counted as `503_but_applied`);
@@ -54,6 +58,7 @@ class Recorder:
         self.counts: Counter[tuple[str, str]] = Counter()
         self.violations: list[dict] = []
         self.faults: list[dict] = []
+        self.killed_at: dict[str, float] = {}  # replica name -> when the chaos SIGKILLed it
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 3)
@@ -67,6 +72,7 @@ class Recorder:
         """One request; returns the response when its status is expected, else None."""
         started = self.now()
         kwargs.setdefault("timeout", TIMEOUT)
+        kwargs.setdefault("stream", True)  # the body is read below, apart from the headers
         try:
             try:
                 response = session.request(method, url, **kwargs)
@@ -86,6 +92,17 @@ class Recorder:
             self.violation(f"{klass} {kind}: connection error through the gateway", method=method, url=url,
                            started=started, error=repr(exc)[:300])
             return None
+        try:
+            response.content  # noqa: B018 - read the body now: a cut-off one is told apart from no answer
+        except requests.RequestException as exc:
+            served_by = response.headers.get("X-Served-By")
+            if klass == READ and self.killed_while_in_flight(served_by, started):
+                self.count(kind, "cut_by_sigkill")
+                return None
+            self.count(kind, "connection_error")
+            self.violation(f"{klass} {kind}: response cut off through the gateway", method=method, url=url,
+                           started=started, served_by=served_by, error=repr(exc)[:300])
+            return None
         status = response.status_code
         if status in expected:
             self.count(kind, "ok")
@@ -98,6 +115,16 @@ class Recorder:
         self.violation(f"{klass} {kind}: unexpected {status}", method=method, url=url, started=started,
                        served_by=response.headers.get("X-Served-By"), body=response.text[:300])
         return None
+
+    def mark_killed(self, replica: str) -> None:
+        with self.lock:
+            self.killed_at[replica] = self.now()
+
+    def killed_while_in_flight(self, replica: str | None, started: float) -> bool:
+        """Whether `replica` was SIGKILLed between the request's start and now."""
+        with self.lock:
+            killed = self.killed_at.get(replica or "")
+        return killed is not None and started <= killed <= self.now()
 
     def count(self, kind: str, outcome: str) -> None:
         with self.lock:
@@ -314,6 +341,7 @@ class Chaos:
         replica = self.stack.replicas[name]
         # Like a pod's container dying: every process of the replica at once (gunicorn's master
         # and its workers; each replica runs in a process group of its own).
+        self.rec.mark_killed(name)
         os.killpg(replica.proc.pid, signal.SIGKILL)
         if not replica.proc.wait_exit(10):
             raise RuntimeError(f"{name} survived SIGKILL")
