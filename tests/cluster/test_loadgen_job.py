@@ -25,7 +25,7 @@ from tests.cluster.conftest import KUBE_CONTEXT, NAMESPACE, RELEASE, ROLLOUT_TIM
 from tests.cluster.test_release_faults import CHART, helm, report
 
 REPO = Path(__file__).resolve().parents[2]
-JOB_TIMEOUT = 1800
+JOB_TIMEOUT = 900  # one `make kube-load`: the services' rollout, then the Job
 SCALE_ARGS = ("experiment scale --service catalog --replicas 1,2 --platform k8s "
               "--deployment-prefix $(DEPLOYMENT_PREFIX) --step-duration 4s --max-step-duration 10s --max-steps 10 "
               "--refine 1 --out /results/$(LOADGEN_RUN)")
@@ -52,6 +52,7 @@ def loadgen_release() -> Iterator[None]:
          f"--timeout={ROLLOUT_TIMEOUT}s")
 
 
+@pytest.mark.timeout(2 * JOB_TIMEOUT + 3 * ROLLOUT_TIMEOUT)  # two Jobs, then the upgrade back (its own rollout)
 def test_the_loadgen_job_seeds_then_measures_catalog_scaling_and_its_report_comes_out(
         cluster: Cluster, loadgen_release: None):
     catalog = cluster.deployment_name("catalog")
