@@ -689,56 +689,75 @@ def test_a_fresh_catalog_process_accepts_a_job_within_seconds_while_kafka_is_dow
 
 # ---- 4. a worker killed mid-chunk -------------------------------------------------------------------
 
+KILL_TRIES = 3
+
+
+def import_with_a_worker_killed(stack, gateway, owner, db) -> dict:
+    """One 10,000-product import with the worker seen holding one of its chunks SIGKILLed; checks that the
+    import still ran exactly once, and returns what the kill hit (`rerun`: the chunks that ran again)."""
+    category = unique_slug("kil")
+    items = import_items(category, MAX_IMPORT)
+    wait_workers_ready(stack, 2)
+    job_id = assert_accepted(submit_import(gateway, owner, items)[0])
+    deadline = time.monotonic() + BIG_IMPORT_TIMEOUT
+    victim, states, held = None, {}, set()
+    while True:  # find a worker running a chunk of the job, once the job has written some of it
+        job = get_job(gateway, owner, job_id)
+        assert job["status"] in ("queued", "running"), \
+            f"the job ended before a worker could be killed: {job}; workers: {states}"
+        states = worker_readyz(stack)
+        holders = [name for name, state in states.items() if state and state.get("current_job") == job_id]
+        held.update(holders)
+        if holders and job["progress"]["done"] > 0:
+            victim = holders[0]
+            break
+        assert time.monotonic() < deadline, f"no worker was seen running a chunk of the job: {job}"
+        time.sleep(0.05)
+    running = [doc["_id"] for doc in db["jobs"].find({"parent": job_id, "status": "running"})]
+    pid = stack.replicas[victim].proc.pid
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    done_at_kill = job["progress"]["done"]
+    assert stack.replicas[victim].proc.wait_exit(5), "the worker survived SIGKILL"
+
+    progress_seen: list[int] = []
+    job = wait_job(gateway, owner, job_id, BIG_IMPORT_TIMEOUT, interval=0.2,
+                   observe=lambda job: progress_seen.append(job["progress"]["done"]))
+    finished_at = time.monotonic()
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == {"done": MAX_IMPORT, "total": MAX_IMPORT}, job
+    assert max(progress_seen) <= MAX_IMPORT and progress_seen == sorted(progress_seen), progress_seen
+    assert job["result"] == {"imported": MAX_IMPORT, "rejected": [], "categories": [category]}, job
+    parts = list(db["jobs"].find({"parent": job_id}))
+    assert len(parts) == MAX_IMPORT // CHUNK_ITEMS and all(p["status"] == "succeeded" for p in parts), parts
+    assert db["products"].count_documents({"category": category}) == MAX_IMPORT
+    assert len(db["products"].distinct("name", {"category": category})) == MAX_IMPORT
+    assert listing(gateway, category=category, per_page=1)["total"] == MAX_IMPORT
+    return {"victim": victim, "pid": pid, "done_at_kill": done_at_kill, "held": sorted(held), "running": running,
+            "rerun": [p["_id"] for p in parts if p["attempts"] > 1], "seconds": finished_at - killed_at}
+
+
 def test_a_worker_killed_mid_chunk_leaves_its_chunk_to_the_other(stack, gateway, owner, db):
     """A 10,000-product import runs as chunks on both workers; one is SIGKILLed while it holds a chunk.
 
     The chunk is redelivered to the other worker and runs again: every product exactly once, the job
     succeeds, and its progress, summed over the chunks, never counts the re-run chunk's items twice.
+    The worker is chosen while it reports the job's chunk as its current one, but it may finish that
+    chunk before the signal lands (a CI run saw it): such a kill interrupts nothing (the import is still
+    checked to have run exactly once), and the test tries again with a new import, up to KILL_TRIES times.
     """
-    category = unique_slug("kil")
-    items = import_items(category, MAX_IMPORT)
-    wait_workers_ready(stack, 2)
+    tries: list[dict] = []
     try:
-        job_id = assert_accepted(submit_import(gateway, owner, items)[0])
-        deadline = time.monotonic() + BIG_IMPORT_TIMEOUT
-        victim, states, held = None, {}, set()
-        while True:  # find a worker running a chunk of the job, once the job has written some of it
-            job = get_job(gateway, owner, job_id)
-            assert job["status"] in ("queued", "running"), \
-                f"the job ended before a worker could be killed: {job}; workers: {states}"
-            states = worker_readyz(stack)
-            holders = [name for name, state in states.items() if state and state.get("current_job") == job_id]
-            held.update(holders)
-            if holders and job["progress"]["done"] > 0:
-                victim = holders[0]
-                break
-            assert time.monotonic() < deadline, f"no worker was seen running a chunk of the job: {job}"
-            time.sleep(0.05)
-        running = [doc["_id"] for doc in db["jobs"].find({"parent": job_id, "status": "running"})]
-        pid = stack.replicas[victim].proc.pid
-        os.kill(pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        done_at_kill = job["progress"]["done"]
-        assert stack.replicas[victim].proc.wait_exit(5), "the worker survived SIGKILL"
-
-        progress_seen: list[int] = []
-        job = wait_job(gateway, owner, job_id, BIG_IMPORT_TIMEOUT, interval=0.2,
-                       observe=lambda job: progress_seen.append(job["progress"]["done"]))
-        finished_at = time.monotonic()
-        assert job["status"] == "succeeded", job
-        assert job["progress"] == {"done": MAX_IMPORT, "total": MAX_IMPORT}, job
-        assert max(progress_seen) <= MAX_IMPORT and progress_seen == sorted(progress_seen), progress_seen
-        assert job["result"] == {"imported": MAX_IMPORT, "rejected": [], "categories": [category]}, job
-        parts = list(db["jobs"].find({"parent": job_id}))
-        assert len(parts) == MAX_IMPORT // CHUNK_ITEMS and all(p["status"] == "succeeded" for p in parts), parts
-        rerun = [p["_id"] for p in parts if p["attempts"] > 1]
-        assert rerun and set(rerun) <= set(running), f"no chunk held at the kill ran again: {rerun} vs {running}"
-        assert db["products"].count_documents({"category": category}) == MAX_IMPORT
-        assert len(db["products"].distinct("name", {"category": category})) == MAX_IMPORT
-        assert listing(gateway, category=category, per_page=1)["total"] == MAX_IMPORT
-        report(f"worker {victim} (pid {pid}) SIGKILLed at {done_at_kill}/{MAX_IMPORT} holding a chunk "
-               f"(workers seen on chunks of it: {sorted(held)}); chunk(s) {rerun} ran again, and the import "
-               f"finished {finished_at - killed_at:.1f}s after the kill")
+        while len(tries) < KILL_TRIES and not (tries and tries[-1]["rerun"]):
+            if tries:
+                stack.scale("worker", 2)
+            tries.append(import_with_a_worker_killed(stack, gateway, owner, db))
+        hit = tries[-1]
+        assert hit["rerun"], f"in {KILL_TRIES} tries no kill landed while the worker held a chunk: {tries}"
+        assert set(hit["rerun"]) <= set(hit["running"]), f"a chunk not held at the kill ran again: {hit}"
+        report(f"worker {hit['victim']} (pid {hit['pid']}) SIGKILLed at {hit['done_at_kill']}/{MAX_IMPORT} "
+               f"holding a chunk (workers seen on chunks of it: {hit['held']}; try {len(tries)} of {KILL_TRIES}); "
+               f"chunk(s) {hit['rerun']} ran again, and the import finished {hit['seconds']:.1f}s after the kill")
     finally:
         stack.scale("worker", 2)
         wait_workers_ready(stack, 2, timeout=120)
