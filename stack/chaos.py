@@ -10,8 +10,9 @@ outcome, and checked:
 - reads and idempotent requests: no failure at all (the gateway retries GETs), save one that
   no proxy can retry: a response cut off mid-body by the SIGKILL of the very replica sending it
   (gunicorn writes headers and body apart; once the gateway has passed the headers on it can
-  only close the connection). Such a read is counted as `cut_by_sigkill` only when the replica
-  named in its `X-Served-By` was killed while it was in flight; any other broken read is a violation;
+  only close the connection). Such a response is counted as `cut_by_sigkill` only when the
+  replica named in its `X-Served-By` was killed while it was in flight; any other broken one is a
+  violation. A write cut so is unconfirmed, exactly as one that answered 503 (below);
 - writes: succeed, or fail with a JSON 503 and never half-done (a PATCH that answered
   503 is read back: it took effect fully or not at all; one that took effect after all, as
   a write can when the database timed out, is counted as `503_but_applied`);
@@ -96,7 +97,7 @@ class Recorder:
             response.content  # noqa: B018 - read the body now: a cut-off one is told apart from no answer
         except requests.RequestException as exc:
             served_by = response.headers.get("X-Served-By")
-            if klass == READ and self.killed_while_in_flight(served_by, started):
+            if self.killed_while_in_flight(served_by, started):  # a write is then unconfirmed, as on a 503
                 self.count(kind, "cut_by_sigkill")
                 return None
             self.count(kind, "connection_error")
@@ -277,9 +278,9 @@ class Chaos:
             time.sleep(0.05)
 
     def _read_back(self, s: requests.Session, pid: str, price: int) -> None:
-        """After a PATCH that answered 503: the write is whole or absent. An earlier write that
-        also answered 503 (a database timeout) may have landed since, whole, but never over a
-        newer one (the service writes on a version compare-and-set)."""
+        """After a PATCH that answered 503 (or whose answer a kill cut off): the write is whole or
+        absent. An earlier write that also answered 503 (a database timeout) may have landed since,
+        whole, but never over a newer one (the service writes on a version compare-and-set)."""
         self.unconfirmed[pid].add(price)
         old = self.confirmed[pid]
         product = self._read_product(s, "readback", pid, old, "read back after a failed PATCH")

@@ -2,7 +2,7 @@
 
 A small HTTP server on loopback sends a response's headers (naming a replica in X-Served-By, as the
 services do) and closes the connection before the body, as a replica SIGKILLed between gunicorn's
-header and body writes does. Such a read is expected only when that replica was killed while the
+header and body writes does. Such a response is expected only when that replica was killed while the
 request was in flight; otherwise it is a violation.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
-from stack.chaos import READ, Recorder
+from stack.chaos import READ, WRITE, Recorder
 
 
 class CutsTheBody(http.server.BaseHTTPRequestHandler):
@@ -50,10 +50,12 @@ def cutting_server() -> Iterator[str]:
         CutsTheBody.between = staticmethod(lambda: None)
 
 
-def test_a_read_cut_off_by_the_kill_of_the_replica_sending_it_is_counted_not_a_violation(cutting_server):
+@pytest.mark.parametrize("klass", [READ, WRITE])
+def test_a_response_cut_off_by_the_kill_of_the_replica_sending_it_is_counted_not_a_violation(cutting_server, klass):
+    """Counted, and not confirmed (None): a write's caller then reads it back, as after a 503."""
     recorder = Recorder()
     CutsTheBody.between = staticmethod(lambda: recorder.mark_killed("user-1"))
-    assert recorder.call(requests.Session(), "user_profile", READ, "GET", cutting_server, (200,)) is None
+    assert recorder.call(requests.Session(), "user_profile", klass, "GET", cutting_server, (200,)) is None
     assert recorder.violations == []
     assert recorder.counts[("user_profile", "cut_by_sigkill")] == 1
 
