@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import requests
@@ -169,6 +169,32 @@ def product(gateway: str, seller: Account) -> dict:
                            headers=seller.auth, timeout=TIMEOUT)
     assert review.status_code == 201, review.text
     return item
+
+
+# ---- work in the background of a with-block -----------------------------------------------
+
+class Periodic:
+    """Calls `tick()` every `interval` s on a thread of its own while the `with` block runs."""
+
+    def __init__(self, interval: float, name: str):
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.tick()
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 # ---- open-loop load -----------------------------------------------------------------------

@@ -15,13 +15,12 @@ at the end of the run.
 """
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
 import requests
 
-from tests.cluster.conftest import TIMEOUT, Account, Cluster, OpenLoopLoad, kubectl, scale, sign_up
+from tests.cluster.conftest import TIMEOUT, Account, Cluster, OpenLoopLoad, Periodic, kubectl, scale, sign_up
 from tests.functional.api_checks import assert_error
 
 LOAD_RATE = 40.0          # reads per second: far below the edge's 6,000 reads per minute per client
@@ -154,33 +153,23 @@ def test_scaling_catalog_2_to_4_to_2_under_load_fails_no_request(gateway, cluste
 
 # ---- 4. pods deleted under load ---------------------------------------------------------------
 
-class ProductWriter:
+class ProductWriter(Periodic):
     """PATCHes the product every `interval` s, so the next page read misses the cache and calls the user service."""
 
     def __init__(self, gateway: str, seller: Account, product: dict, interval: float = 1.0):
+        super().__init__(interval, name="writer")
         self.url = f"{gateway}/v1/products/{product['id']}"
-        self.seller, self.interval = seller, interval
+        self.seller = seller
         self.statuses: list[int | str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
+        self.stock = 0
 
-    def _run(self) -> None:
-        stock = 0
-        while not self._stop.wait(self.interval):
-            stock += 1
-            try:
-                response = requests.patch(self.url, json={"stock": stock}, headers=self.seller.auth, timeout=TIMEOUT)
-                self.statuses.append(response.status_code)
-            except requests.RequestException as error:
-                self.statuses.append(type(error).__name__)
-
-    def __enter__(self) -> ProductWriter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        self.stock += 1
+        try:
+            response = requests.patch(self.url, json={"stock": self.stock}, headers=self.seller.auth, timeout=TIMEOUT)
+            self.statuses.append(response.status_code)
+        except requests.RequestException as error:
+            self.statuses.append(type(error).__name__)
 
 
 def test_a_catalog_pod_and_a_user_pod_deleted_under_load_fail_no_read(gateway, cluster: Cluster, restore_replicas,

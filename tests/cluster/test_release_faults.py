@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +40,7 @@ from tests.cluster.conftest import (
     Account,
     Cluster,
     OpenLoopLoad,
+    Periodic,
     kubectl,
 )
 from tests.cluster.test_release import LOAD_RATE, SERVED_BY_TIMEOUT
@@ -300,27 +300,17 @@ def wait_for_autoscaler(cluster: Cluster, ready: Any, timeout: float) -> Any:
     return hpa
 
 
-class ReplicaWatch:
+class ReplicaWatch(Periodic):
     """The distinct replica counts (spec.replicas) a Deployment has while the block runs, in order."""
 
     def __init__(self, cluster: Cluster, deployment: str):
+        super().__init__(0.2, name="replica-watch")
         self.cluster, self.deployment, self.seen = cluster, deployment, [cluster.replicas(deployment)]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="replica-watch", daemon=True)
 
-    def _watch(self) -> None:
-        while not self._stop.wait(0.2):
-            count = self.cluster.replicas(self.deployment)
-            if count != self.seen[-1]:
-                self.seen.append(count)
-
-    def __enter__(self) -> ReplicaWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def tick(self) -> None:
+        count = self.cluster.replicas(self.deployment)
+        if count != self.seen[-1]:
+            self.seen.append(count)
 
 
 @pytest.mark.timeout(SCALE_OUT_TIMEOUT + SCALE_IN_TIMEOUT + 4 * ROLLOUT_TIMEOUT)
