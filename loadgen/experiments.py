@@ -214,7 +214,7 @@ def spread(runs: list[dict], keys: list[str]) -> dict:
 
 def capacity_search(base: RunConfig, workload: Workload, start_rate: float | None, factor: float, max_rate: float,
                     max_steps: int, refine: int, step_duration: float, printer: Printer,
-                    label: str = "", pause: float = 1.0, confirm: bool = True,
+                    label: str = "", pause: float = 1.0,
                     max_step_duration: float = MAX_STEP_DURATION, run_step: StepRunner | None = None,
                     settle_target: Callable[[], float] | None = None) -> dict:
     """The highest rate that met the SLO twice, below the lowest rate that missed it twice.
@@ -224,10 +224,8 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
     passed is then run again, and only a second pass makes it the answer (else a lower pass is
     re-checked, up to MAX_RECHECKS times). Each step lasts `step_duration`, longer at low rates (up to
     `max_step_duration`) to hold enough requests for the percentiles the SLO judges.
-    `confirm` is kept for callers: confirmation is always done. `run_step` and `settle_target`
-    replace the real load and the wait after an overload (tests).
+    `run_step` and `settle_target` replace the real load and the wait after an overload (tests).
     """
-    del confirm  # always confirmed now
     run = run_step or (lambda cfg: run_load(cfg, workload, None))
     settle_after = settle_target or (lambda: settle(base.target, base.path or "/v1/categories"))
     tag = f"[capacity{' ' + label if label else ''}]"

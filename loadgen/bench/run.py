@@ -383,7 +383,7 @@ class Bench:
                 stack.scale("catalog", count)
                 time.sleep(2)
             result = capacity_search(base, workload, None, 1.25, 5000, 12, 2, step,
-                                     lambda line: log(line), label=f"{count} replicas", pause=0.5, confirm=True)
+                                     lambda line: log(line), label=f"{count} replicas", pause=0.5)
             points[count] = result
         ratio = points[4]["capacity_rps"] / points[1]["capacity_rps"] if points[1]["capacity_rps"] else None
         self.details["scale"] = {"primed": primed, **{str(k): v for k, v in points.items()}}
