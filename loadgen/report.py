@@ -483,53 +483,86 @@ def _async_section(rep: Report, name: str, result: dict) -> None:
     rep.plot(sec, fig, "async", sentence)
 
 
-BENCH_SHORT_NAMES = {"locust": "loadgen vs Locust, requests per core", "bare": "cached page vs bare Flask route",
-                     "cache": "product page with vs without cache", "scale": "4 vs 1 replicas at the SLO",
-                     "import": "import submit, 10,000 vs 1 product",
-                     **{f"reads-product_{shape}_miss-{size}": f"{shape} miss p50 / 15 ms, {size:,} products"
-                        for shape in ("list", "page") for size in (1000, 10_000)}}
+def bench_bound(row: dict) -> tuple[str, float] | None:
+    """(op, bound) of a bench row: schema 2 keeps them; an older bench.json only has the target's text."""
+    if row.get("op") in ("≥", "≤") and row.get("bound") is not None:
+        return row["op"], float(row["bound"])
+    target = (row.get("target") or "").replace("×", "").strip()
+    if target[:1] not in ("≥", "≤"):
+        return None
+    try:
+        return target[0], float(target[1:].strip().split(" ")[0].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def bench_score(row: dict) -> float | None:
+    """How far a measured value is from its target, >1 better, <1 worse, whichever way the target points;
+    None for a row not measured, not judged, or at 0 where a ratio has no meaning on a log scale."""
+    bound = bench_bound(row)
+    value = row.get("value")
+    if bound is None or value is None or value <= 0 or bound[1] <= 0:
+        return None
+    op, limit = bound
+    return value / limit if op == "≥" else limit / value
+
+
+def _bench_value(row: dict) -> str:
+    from .bench.ratios import fmt_value
+    return fmt_value(row.get("value"), row.get("unit", "×"))
+
+
+def bench_caption(rows: list[dict]) -> str:
+    """The ratio plot's caption, from the rows it shows."""
+    judged = [r for r in rows if bench_bound(r) is not None]
+    met = [r for r in judged if r.get("met")]
+    missed = [r for r in judged if r.get("met") is False]
+    absent = [r for r in judged if r.get("value") is None]
+    parts = [f"{len(met)} of {len(judged)} targets met"]
+    if missed:
+        parts.append("missed: " + "; ".join(f"{r['name']} {_bench_value(r)} (target {r['target']})" for r in missed))
+    if absent:
+        parts.append(f"not measured: {', '.join(r['name'] for r in absent)}")
+    return ("; ".join(parts) + ". Each bar is measured / target in the direction of the target (right of the line: "
+            "met, green; left: missed, red, by the factor shown); grey rows were not measured.")
 
 
 def _bench_section(rep: Report, name: str, result: dict) -> None:
+    rows = result.get("ratios", [])
     sec = rep.section("Benchmarks", result.get("summary", ""))
-    rep.table(sec, ["ratio", "measured", "target", "met"],
-              [[r["name"], "-" if r.get("value") is None else f"{r['value']:.2f}×", r.get("target", ""),
-                {True: "yes", False: "no", None: "-"}[r.get("met")]] for r in result.get("ratios", [])])
-    for r in result.get("ratios", []):
+    rep.table(sec, ["issue", "measured", "value", "target", "met"],
+              [[str(r.get("issue", "-")), r["name"], _bench_value(r), r.get("target") or "-",
+                {True: "yes", False: "no", None: "-"}[r.get("met")]] for r in rows])
+    for r in rows:
         if r.get("note"):
             rep.text(sec, f"{r['name']}: {r['note']}")
-    scored = []
-    for r in result.get("ratios", []):
-        target = (r.get("target") or "").replace("×", "").strip()
-        if r.get("value") is None or target[:1] not in ("≥", "≤"):
+    shown = [r for r in rows if bench_bound(r) is not None]
+    if not shown:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.4))
+    scores = [bench_score(r) for r in shown]
+    known = [s for s in scores if s is not None] + [1.0]
+    low, high = min(known) / 2, max(known) * 4
+    for i, (r, score) in enumerate(zip(shown, scores, strict=True)):
+        label = f"{_bench_value(r)} (target {r['target']})"
+        if score is None:
+            ax.barh(i, high, left=low, color="tab:gray", alpha=0.15)
+            ax.annotate(f"not measured (target {r['target']})" if r.get("value") is None else
+                        f"{label}: not on a log scale", (1.0, i), textcoords="offset points", xytext=(4, -3),
+                        fontsize=7, color="dimgray")
             continue
-        try:
-            bound = float(target[1:].strip())
-        except ValueError:
-            continue
-        # >1 means better than the target, whichever way the target points
-        short = BENCH_SHORT_NAMES.get(r.get("key", ""), r["name"][:44])
-        if r["value"] <= 0:  # e.g. nothing left to wait for: no bar on a log scale can show it
-            rep.text(sec, f"{r['name']}: measured {r['value']:g}×, not in the plot (its scale is logarithmic).")
-            continue
-        scored.append((short, r["value"] / bound if target[0] == "≥" else bound / r["value"], r["value"], target))
-    if scored:
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(10, 0.55 * len(scored) + 1.4))
-        names = [name for name, *_ in scored]
-        values = [score for _, score, *_ in scored]
-        ax.barh(names, values, color=["tab:green" if v >= 1 else "tab:red" for v in values])
-        ax.axvline(1.0, color="black", linewidth=1)
-        for i, (_, score, value, target) in enumerate(scored):
-            ax.annotate(f"{value:.2f}× (target {target}×)", (score, i), textcoords="offset points", xytext=(4, -3),
-                        fontsize=7)
-        ax.set_xscale("log")
-        ax.set_xlabel("measured / target (right of the line: met)")
-        ax.set_xlim(min(values + [1.0]) / 2, max(values + [1.0]) * 4)
-        ax.invert_yaxis()
-        met = sum(1 for v in values if v >= 1)
-        rep.plot(sec, fig, "bench", f"{met} of {len(scored)} measured ratios meet their target; bars left of the "
-                                    "line miss it by the factor shown.")
+        met = score >= 1
+        ax.barh(i, score - low, left=low, color="tab:green" if met else "tab:red")
+        ax.annotate(f"{'met' if met else 'MISSED'}: {label}", (score, i), textcoords="offset points",
+                    xytext=(4, -3), fontsize=7)
+    ax.set_yticks(range(len(shown)), [f"{r.get('issue', '')} {r['name'][:60]}" for r in shown], fontsize=7)
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlim(low, high)
+    ax.set_xlabel("measured / target, in the direction of the target (right of the line: met)")
+    ax.invert_yaxis()
+    rep.plot(sec, fig, "bench", bench_caption(shown))
 
 
 SECTIONS = {"run": _run_section, "capacity": _capacity_section, "scale": _scale_section, "cache": _cache_section,
