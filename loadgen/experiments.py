@@ -332,8 +332,35 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
 
 
 def _point(entry: dict) -> dict:
-    return {"rate": entry["rate"], "throughput_rps": entry["throughput_rps"], "latency_ms": entry["latency_ms"],
-            "kept_up": entry["kept_up"], "samples": entry["samples"]}
+    point = {"rate": entry["rate"], "throughput_rps": entry["throughput_rps"], "latency_ms": entry["latency_ms"],
+             "kept_up": entry["kept_up"], "samples": entry["samples"], "routes": route_rows(entry["run"])}
+    if entry.get("cpu") is not None:
+        point["cpu"] = entry["cpu"]
+    return point
+
+
+def route_rows(run: dict) -> list[dict]:
+    """Latency and X-Cache hit ratio of each request name in one run, each followed by its split per
+    X-Cache value (`x_cache` set); `share` is the name's part of the run's requests."""
+    names = run.get("by_request") or {}
+    splits = run.get("by_request_cache") or {}
+    total = sum((row.get("latency_ms") or {}).get("count", 0) for row in names.values())
+
+    def one(route: str, x_cache: str | None, row: dict) -> dict:
+        lat = row.get("latency_ms") or {}
+        cache = row.get("cache") or {}
+        looked = cache.get("hit", 0) + cache.get("miss", 0)
+        count = lat.get("count", 0)
+        return {"route": route, "x_cache": x_cache, "count": count,
+                "share": round(count / total, 4) if total else None, "p50_ms": lat.get("p50"),
+                "p99_ms": lat.get("p99"), "hit_ratio": round(cache.get("hit", 0) / looked, 4) if looked else None}
+
+    rows = []
+    for name, row in names.items():
+        rows.append(one(name, None, row))
+        prefix = f"{name} X-Cache: "
+        rows += [one(name, key[len(prefix):], split) for key, split in splits.items() if key.startswith(prefix)]
+    return rows
 
 
 def slow_requests(run: dict, slo: dict[str, float]) -> list[dict]:
@@ -449,6 +476,8 @@ def run_capacity(args, target: Target, printer: Printer) -> dict:
                              max_step_duration=args.max_step_duration)
     result["primed"] = primed
     print(result["verdict"])
+    from .report import route_caption
+    printer(route_caption(result))
     return result
 
 

@@ -291,6 +291,84 @@ def _capacity_section(rep: Report, name: str, result: dict) -> None:
                 _ms(s["latency_ms"].get("p99")), _ms(s["latency_ms"].get("p999")), f"{100 * s['error_rate']:.1f}%",
                 "pass" if s["passed"] else "fail"] for s in sorted(result["steps"], key=lambda s: s["rate"])])
     _capacity_plot(rep, sec, result, "Latency percentiles against throughput")
+    _routes(rep, sec, result)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%" if value < 0.995 or value == 1 else f"{100 * value:.1f}%"
+
+
+def _route_label(row: dict) -> str:
+    return row["route"] + (f" (X-Cache {row['x_cache']})" if row.get("x_cache") else "")
+
+
+def route_caption(result: dict) -> str:
+    """What the per-route table and plot show, from the answer's and the failing step's route rows."""
+    answer, fail = result.get("knee"), result.get("first_failure")
+    clauses = []
+    for point, what in ((answer, "At the answer"), (fail, "At the first confirmed failure")):
+        routes = [r for r in (point or {}).get("routes") or [] if r.get("x_cache") is None]
+        if not point or not routes:
+            continue
+        served = f"{what} ({point['rate']:g}/s offered, {point['throughput_rps']:.1f} req/s served)"
+        each = "; ".join(f"{r['route']} {_pct(r['share'])} of requests, p50 {_ms(r['p50_ms'])}, p99 "
+                         f"{_ms(r['p99_ms'])}, hits {_pct(r['hit_ratio'])}" for r in routes)
+        slowest = max(routes, key=lambda r: r["p99_ms"] or 0)
+        splits = [r for r in point["routes"] if r.get("x_cache") and r["route"] == slowest["route"]]
+        slow_split = max(splits, key=lambda r: r["p99_ms"] or 0, default=None)
+        detail = (f", its X-Cache {slow_split['x_cache']} requests p99 {_ms(slow_split['p99_ms'])}"
+                  if slow_split and len(splits) > 1 else "")
+        clauses.append(f"{served}: {each}. The slowest is {slowest['route']} (p99 {_ms(slowest['p99_ms'])}{detail}).")
+    return " ".join(clauses) or "No route was measured at the answer or at a failing step."
+
+
+def _routes(rep: Report, sec: dict, result: dict) -> None:
+    """Latency and hit ratio per route (request name, and name by X-Cache) at the answer and at the
+    failing step, then each route's p50/p99 over every step beside the overall curve above."""
+    answer, fail = result.get("knee"), result.get("first_failure")
+    if not ((answer or {}).get("routes") or (fail or {}).get("routes")):
+        return  # a result from before routes were recorded
+    keyed: dict[tuple[str, str | None], dict] = {}
+    for point, column in ((answer, 0), (fail, 1)):
+        for r in (point or {}).get("routes") or []:
+            keyed.setdefault((r["route"], r.get("x_cache")), {})[column] = r
+
+    def cells(r: dict | None) -> list[str]:
+        return ["-"] * 4 if r is None else [_pct(r["share"]), _ms(r["p50_ms"]), _ms(r["p99_ms"]), _pct(r["hit_ratio"])]
+
+    rep.table(sec, ["route", "share (answer)", "p50", "p99", "hits", "share (failure)", "p50", "p99", "hits"],
+              [[_route_label({"route": k[0], "x_cache": k[1]}), *cells(v.get(0)), *cells(v.get(1))]
+               for k, v in keyed.items()])
+    steps = sorted({s["rate"]: s for s in result["steps"]}.values(), key=lambda s: s["rate"])
+    series: dict[str, list[tuple[float, dict]]] = {}
+    from .experiments import route_rows
+    for step in steps:
+        for r in route_rows(step.get("run") or {}):
+            if r["x_cache"] is None:
+                series.setdefault(r["route"], []).append((step["throughput_rps"], r))
+    if not series:
+        return
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (route, points) in enumerate(sorted(series.items())):
+        color = colors[i % len(colors)]
+        xs = [x for x, _ in points]
+        hits = [r["hit_ratio"] for _, r in points if r["hit_ratio"] is not None]
+        label = route + (f" (hits {_pct(min(hits))}–{_pct(max(hits))})" if hits else "")
+        ax.plot(xs, [r["p99_ms"] for _, r in points], color=color, marker="o", markersize=3, label=f"p99 {label}")
+        ax.plot(xs, [r["p50_ms"] for _, r in points], color=color, linestyle="--", linewidth=1)
+    slo = result.get("slo", {}).get("p99_ms")
+    if slo:
+        ax.axhline(slo, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p99 {slo:g} ms")
+    if answer:
+        ax.axvline(answer["throughput_rps"], color="black", linestyle=":", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("overall throughput of the step (req/s)")
+    ax.set_ylabel("latency (ms, log scale; dashed: p50)")
+    ax.set_title("Per route: p99 (solid) and p50 (dashed) at each step")
+    ax.legend(fontsize=7)
+    rep.plot(sec, fig, "routes", route_caption(result))
 
 
 def _scale_section(rep: Report, name: str, result: dict) -> None:

@@ -223,3 +223,52 @@ def test_latency_is_split_by_x_cache_so_a_floor_can_name_slow_misses():
     run = {"by_request": merged.describe()["by_request"], "by_request_cache": split}
     slow = slow_requests(run, {"p99": 250.0})
     assert [m["request"] for m in slow] == ["GET /v1/products", "GET /v1/products X-Cache: miss"]
+
+
+def routes_by_rate(cfg: RunConfig, _nth: int) -> dict:
+    """A knee at 450/s whose list route slows down first, with its misses slowest of all."""
+    beyond = cfg.rate > 450
+    lists_p99 = 900.0 if beyond else 120.0
+    run = knee_at(450.0)(cfg, _nth)
+    run["by_request"] = {
+        "GET /v1/products/{id}": {"latency_ms": {"count": 600, "p50": 2.0, "p99": 8.0}, "cache": {"hit": 600}},
+        "GET /v1/products?category=": {"latency_ms": {"count": 400, "p50": 4.0, "p99": lists_p99},
+                                       "cache": {"hit": 380, "miss": 20}}}
+    run["by_request_cache"] = {
+        "GET /v1/products?category= X-Cache: hit": {"latency_ms": {"count": 380, "p50": 3.0, "p99": 30.0},
+                                                    "cache": {"hit": 380}},
+        "GET /v1/products?category= X-Cache: miss": {"latency_ms": {"count": 20, "p50": 80.0,
+                                                                    "p99": lists_p99 + 100},
+                                                     "cache": {"miss": 20}}}
+    return run
+
+
+def test_the_answer_and_the_failing_step_keep_latency_and_hit_ratio_per_route():
+    result = search(ModelServer(routes_by_rate), start_rate=300.0)
+    routes = {(r["route"], r["x_cache"]): r for r in result["knee"]["routes"]}
+    page = routes[("GET /v1/products/{id}", None)]
+    assert (page["share"], page["p99_ms"], page["hit_ratio"]) == (0.6, 8.0, 1.0)
+    lists = routes[("GET /v1/products?category=", None)]
+    assert (lists["p99_ms"], lists["hit_ratio"]) == (120.0, 0.95)
+    assert routes[("GET /v1/products?category=", "miss")]["p99_ms"] == 220.0
+    failing = {(r["route"], r["x_cache"]): r for r in result["first_failure"]["routes"]}
+    assert failing[("GET /v1/products?category=", None)]["p99_ms"] == 900.0
+
+
+def test_the_route_caption_is_made_of_the_numbers_in_the_route_rows(tmp_path):
+    from loadgen import report
+    result = search(ModelServer(routes_by_rate), start_rate=300.0)
+    caption = report.route_caption(result)
+    knee, fail = result["knee"], result["first_failure"]
+    assert caption.startswith(f"At the answer ({knee['rate']:g}/s offered, {knee['throughput_rps']:.1f} req/s served)")
+    assert "GET /v1/products/{id} 60% of requests, p50 2.0 ms, p99 8.0 ms, hits 100%" in caption
+    assert "GET /v1/products?category= 40% of requests, p50 4.0 ms, p99 120.0 ms, hits 95%" in caption
+    assert f"At the first confirmed failure ({fail['rate']:g}/s offered" in caption
+    assert "The slowest is GET /v1/products?category= (p99 900.0 ms, its X-Cache miss requests p99 1.00 s)" in caption
+    for step in result["steps"]:  # the report's per-route plot reads every step's run
+        step["run"] = routes_by_rate(RunConfig(target="x", rate=step["rate"], duration=step["duration_s"]), 1)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "result.json").write_text(__import__("json").dumps(result))
+    built = report.build([tmp_path / "r"], tmp_path / "out")
+    assert [p.name.split("-", 1)[1] for p in built["plots"]] == ["capacity.png", "routes.png"]
+    assert "share (answer)" in built["markdown"].read_text()
