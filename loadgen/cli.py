@@ -27,6 +27,7 @@ from .target import Target, TargetError, UsageError, check_reachable, parse_targ
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path("reports")  # relative to the working directory
+SEED_DEFAULTS = {"users": 50, "products": 1000, "reviews": 300}  # `seed` without options: what a new user gets
 
 
 def default_target() -> str:
@@ -134,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     seed = sub.add_parser("seed", parents=[common], help="create users, products and reviews (idempotent)")
-    seed.add_argument("--users", type=_bounded_int(1, 100_000), default=50,
-                      help="accounts (default 50; each costs two argon2 hashes on the server)")
-    seed.add_argument("--products", type=_bounded_int(1, 1_000_000), default=1000, help="default 1000")
-    seed.add_argument("--reviews", type=_bounded_int(0, 1_000_000), default=300, help="default 300")
+    seed.add_argument("--users", type=_bounded_int(1, 100_000), default=SEED_DEFAULTS["users"],
+                      help=f"accounts (default {SEED_DEFAULTS['users']}; each costs two argon2 hashes on the server)")
+    seed.add_argument("--products", type=_bounded_int(1, 1_000_000), default=SEED_DEFAULTS["products"],
+                      help=f"default {SEED_DEFAULTS['products']}")
+    seed.add_argument("--reviews", type=_bounded_int(0, 1_000_000), default=SEED_DEFAULTS["reviews"],
+                      help=f"default {SEED_DEFAULTS['reviews']}")
     seed.add_argument("--concurrency", type=_bounded_int(1, 256), default=8)
 
     run = sub.add_parser("run", parents=[common, load, output], help="run a mix of journeys and measure it")
@@ -191,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--label", default="")
     cap.add_argument("--no-prime", action="store_true",
                      help="do not read every page and list once first (measure from a cold cache)")
+    cap.add_argument("--hot-set", type=_bounded_int(1, 1_000_000), default=None,
+                     help="draw product pages from only the N most popular products (with --mix product=1: "
+                          "cached product-page hits alone, the mix's ceiling)")
 
     scl = exps.add_parser("scale", parents=[common, load, search, platform, output],
                           help="throughput at the SLO for 1, 2, 4 replicas")

@@ -333,7 +333,8 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
 
 def _point(entry: dict) -> dict:
     point = {"rate": entry["rate"], "throughput_rps": entry["throughput_rps"], "latency_ms": entry["latency_ms"],
-             "kept_up": entry["kept_up"], "samples": entry["samples"], "routes": route_rows(entry["run"])}
+             "kept_up": entry["kept_up"], "samples": entry["samples"], "routes": route_rows(entry["run"]),
+             "cache": entry["run"].get("cache")}
     if entry.get("cpu") is not None:
         point["cpu"] = entry["cpu"]
     return point
@@ -464,10 +465,14 @@ def run_capacity(args, target: Target, printer: Printer) -> dict:
                 "e.g. --mix browse=40,product=50,signin=2,review=5,import=3 (each write makes every cached list stale)")
     workload, mix = prepare_workload(target, args.seed, args.users, args.tokens, args.import_size,
                                      args.mix or CAPACITY_MIX, printer)
+    if args.hot_set:
+        workload = hot_set(workload, args.hot_set)
+        printer(f"product pages drawn from the {len(workload.products)} most popular products only (--hot-set)")
     base = _base_config(args, target, mix)
     primed = None
-    if not args.no_prime and any(k in mix for k in ("browse", "product", "review")):
-        primed = prime_cache(target, workload, printer)  # steady state, not the cold start, is measured
+    lists, pages = "browse" in mix, any(k in mix for k in ("product", "review"))
+    if not args.no_prime and (lists or pages):  # steady state, not the cold start, is measured
+        primed = prime_cache(target, workload, printer, lists=lists, pages=pages)
     start = f"{args.start_rate:g}/s" if args.start_rate else "half of what a closed-loop probe gets"
     printer(f"capacity search on {target}: mix {_mix_text(mix)}, SLO {_slo_text(args)}, steps of "
             f"{args.step_duration:g}s from {start} ×{args.factor:g}")
@@ -479,6 +484,20 @@ def run_capacity(args, target: Target, printer: Printer) -> dict:
     from .report import route_caption
     printer(route_caption(result))
     return result
+
+
+def hot_set(workload: Workload, size: int) -> Workload:
+    """The workload with its product journeys limited to the `size` most popular products."""
+    return replace(workload, products=workload.products[:size])
+
+
+def answer_hit_ratio(result: dict) -> float | None:
+    """X-Cache hits / (hits + misses) over the answer's runs of a capacity result; None without an answer
+    or without a cache look-up."""
+    runs = (result.get("answer") or {}).get("runs") or []
+    hits = sum((r.get("cache") or {}).get("hit", 0) for r in runs)
+    looked = hits + sum((r.get("cache") or {}).get("miss", 0) for r in runs)
+    return round(hits / looked, 4) if looked else None
 
 
 def _mix_text(mix: dict[str, float]) -> str:

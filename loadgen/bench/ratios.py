@@ -74,13 +74,16 @@ TARGETS: dict[str, Target] = {t.key: t for t in [
 
 
 def row(key: str, value: float | None, command: str, note: str, numbers: dict, name: str | None = None,
-        unregistered: tuple[str, bool | None] = ("-", None)) -> dict:
+        unregistered: tuple[str, bool | None] = ("-", None), void: str = "") -> dict:
     """One measured number as bench.json keeps it: the value in its unit, the target and whether it is met.
 
     A key without a registered target (the stall check) keeps the target text and verdict its part
-    gives in `unregistered`; it is not plotted against a bound."""
+    gives in `unregistered`; it is not plotted against a bound. `void` says why a measured value must
+    not be judged (its premise failed): `met` is then None and the note starts with it."""
     target = TARGETS.get(key)
     text, met = (target.text, target.met(value)) if target else unregistered
+    if void:
+        met, note = None, f"NOT JUDGED: {void}. {note}"
     if target is None:
         target = Target(key, "6", "-", name or key, None, None, "×")
     return {"key": key, "issue": target.issue, "part": target.part, "name": name or target.name,

@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-PARTS = ("database", "reads", "locust", "stall", "import", "bare", "cache", "scale", "fold")
+PARTS = ("database", "reads", "locust", "stall", "capacity", "import", "bare", "cache", "scale", "fold")
 LOCUST = Path(os.environ.get("LOCUST_BIN", REPO / ".cache" / "locust-venv" / "bin" / "locust"))
 CPU_LIMIT = 0.25
 
@@ -78,11 +78,12 @@ class Bench:
 
     # ------------------------------------------------------------------ bookkeeping
     def ratio(self, key: str, name: str, value: float | None, target: str, met: bool | None, command: str,
-              note: str = "", **numbers) -> None:
+              note: str = "", void: str = "", **numbers) -> None:
         """Record one measured number. A key of ratios.TARGETS takes its target, unit and verdict from
-        there (`target` and `met` are then only the part's own wording); any other keeps them as given."""
+        there (`target` and `met` are then only the part's own wording); any other keeps them as given.
+        `void`: why the value is not judged (ratios.row)."""
         entry = ratios.row(key, value, command, note, numbers, name=None if key in ratios.TARGETS else name,
-                           unregistered=(target, met))
+                           unregistered=(target, met), void=void)
         self.ratios.append(entry)
         shown = "not measured" if value is None else ratios.fmt_value(value, entry["unit"])
         log(f"{entry['name']}: {shown} (target {entry['target']})" + (f" — {note}" if note else ""))
@@ -133,10 +134,16 @@ class Bench:
 
     def limit_replicas(self, catalog: int, cpu_limit: float | None) -> None:
         """Restart user and catalog with each replica limited to `cpu_limit` CPUs (None: unlimited)."""
-        counts = {"user": 1, "catalog": catalog, "worker": 1}
+        self.restart_replicas({"user": 1, "catalog": catalog, "worker": 1}, cpu_limit)
+
+    def restart_replicas(self, counts: dict[str, int], cpu_limit: float | None) -> None:
+        """Restart user and catalog as `counts` says with `cpu_limit` CPUs each (None: unlimited); workers
+        scaled to their count."""
         stack = self.running_stack
         stack.scale("catalog", 0)
         stack.scale("user", 0)
+        if len(stack.service_replicas("worker")) != counts["worker"]:
+            stack.scale("worker", counts["worker"])
         stack.up(counts, cpu_limit=cpu_limit, settings=stack.env_overrides)
         limits = {r.name: r.cpu.describe() for r in stack.replicas.values()}
         log(f"CPU limits: {limits}")
@@ -218,7 +225,7 @@ class Bench:
                    note=f"loadgen {measured['loadgen']['requests_per_cpu_second']:.0f} vs Locust "
                         f"{measured['locust']['requests_per_cpu_second']:.0f} requests per CPU-second "
                         "(CPU of each generator process, start-up cancelled by subtracting a short run)",
-                   **measured)
+                   loadgen=measured["loadgen"], locust=measured["locust"])
 
     def part_stall(self) -> None:
         from .stall_server import StallServer
@@ -401,6 +408,52 @@ class Bench:
                    note=f"{points[1]['capacity_rps']:.1f} req/s with 1 replica, {points[4]['capacity_rps']:.1f} with 4",
                    one=points[1]["capacity_rps"], four=points[4]["capacity_rps"])
 
+    def part_capacity(self) -> None:
+        """Issue 14 items 1 and 2 on `make up`'s replica counts without CPU limits (loadgen/bench/capacity.py)."""
+        from stack.layout import DEFAULT_REPLICAS
+
+        from ..cli import SEED_DEFAULTS
+        from . import capacity
+        log(f"restarting the replicas as `make up` starts them ({DEFAULT_REPLICAS}), without CPU limits")
+        self.restart_replicas(dict(DEFAULT_REPLICAS), cpu_limit=None)
+        self.seed_more(SEED_DEFAULTS["products"], SEED_DEFAULTS["reviews"])
+        folder = self.out / "capacity"
+        folder.mkdir(parents=True, exist_ok=True)
+
+        def save(stem: str, result: dict) -> None:
+            (folder / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
+
+        found = capacity.measure(self.gateway, self.quick, log, save)
+        self.details["capacity"] = {"replicas": dict(DEFAULT_REPLICAS), "cpu_limit": None,
+                                    "results": str(folder), **found}
+        one, two = found["mix"]
+        hits = found["hits_only"]
+        options = " ".join(found["quick_options"]) or "its defaults"
+        runs = (f"run 1 {one['capacity_rps']:.1f} req/s ({one['limit']}), run 2 {two['capacity_rps']:.1f} req/s "
+                f"({two['limit']})")
+        self.ratio("capacity-agreement", "", found["agreement_pct"], "", None,
+                   f"loadgen experiment capacity --target <gateway> ({options}) twice in a row, on catalog, user "
+                   f"and worker ×{DEFAULT_REPLICAS['catalog']} without CPU limits, {SEED_DEFAULTS['products']:,} "
+                   "products",
+                   note=runs if found["agreement_pct"] is not None else f"{runs}: neither found a capacity",
+                   runs=found["mix"])
+        hit_ratio = "-" if hits["hit_ratio"] is None else f"{hits['hit_ratio']:.4f}"
+        self.ratio("capacity-mix-vs-hits", "", found["mix_vs_hits"], "", None,
+                   f"the mean of the two runs above vs loadgen experiment capacity --mix product=1 --hot-set "
+                   f"{capacity.HOT_SET} ({options}), the {capacity.HOT_SET} hottest pages primed",
+                   note=f"mix {found['mix_mean_rps']:.1f} req/s vs hits only {hits['capacity_rps']:.1f} req/s "
+                        f"({hits['limit']}; X-Cache hit ratio at its answer {hit_ratio})",
+                   void=found["hits_only_problem"], mix_mean_rps=found["mix_mean_rps"], hits_only=hits)
+
+    def seed_more(self, products: int, reviews: int) -> None:
+        """`loadgen seed` up to `products` and `reviews` (it is idempotent: only what is missing is made)."""
+        log(f"seeding up to {products:,} products and {reviews:,} reviews")
+        proc = subprocess.run([self.python, "-m", "loadgen", "seed", "--target", self.gateway, "--users", "10",
+                               "--products", str(products), "--reviews", str(reviews)], cwd=REPO,
+                              capture_output=True, text=True, timeout=900)
+        if proc.returncode != 0:
+            raise TargetError(f"seeding failed: {proc.stdout[-300:]} {proc.stderr[-300:]}")
+
     def part_database(self) -> None:
         from . import database
         sizes = database.SIZES[:1] if self.quick else database.SIZES
@@ -468,15 +521,17 @@ class Bench:
                 self.details["database"] = {"error": f"{type(exc).__name__}: {exc}"}
         if "reads" in self.parts:  # a stack of its own, before the shared one starts
             self._guard("reads", self.part_reads)
-        needs_stack = any(p in self.parts for p in ("locust", "import", "bare", "cache", "scale", "fold"))
+        needs_stack = any(p in self.parts for p in ("locust", "capacity", "import", "bare", "cache", "scale", "fold"))
         if needs_stack:
             self.start_stack()
         if "locust" in self.parts:
             self._guard("locust", self.part_locust)
         if "stall" in self.parts:
             self._guard("stall", self.part_stall)
-        if any(p in self.parts for p in ("import", "bare", "cache", "scale")):
+        if any(p in self.parts for p in ("capacity", "import", "bare", "cache", "scale")):
             self.seed()
+            if "capacity" in self.parts:  # make up's replicas, unlimited; the parts below restart them limited
+                self._guard("capacity", self.part_capacity)
             if any(p in self.parts for p in ("bare", "cache", "scale")):
                 log(f"restarting user and catalog with a CPU limit of {CPU_LIMIT} each")
                 self.limit_replicas(catalog=1, cpu_limit=CPU_LIMIT)
@@ -499,7 +554,8 @@ class Bench:
         try:
             part()
         except (TargetError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
-            names = {"locust": "loadgen vs Locust", "stall": "stalled server p99", "import": "import submit ratio",
+            names = {"capacity": "capacity, agreement and mix vs hits",
+                     "locust": "loadgen vs Locust", "stall": "stalled server p99", "import": "import submit ratio",
                      "bare": "cached page vs bare Flask", "cache": "cache vs no cache", "scale": "4 vs 1 replicas",
                      "fold": "event folding", "reads": "list and page misses"}
             self.not_measured(key, names[key], "-", f"failed: {type(exc).__name__}: {exc}")
