@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from . import data
 from .engine import RunConfig, run_load
 from .http import Client, HttpError
 from .journeys import DEFAULT_MIX
-from .platform import make_platform
+from .platform import CpuSampler, baseline_check, cpu_usage, make_platform
 from .stats import samples_needed
 from .summary import fmt_ms
 from .target import Target, TargetError, UsageError
@@ -216,7 +217,7 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
                     max_steps: int, refine: int, step_duration: float, printer: Printer,
                     label: str = "", pause: float = 1.0,
                     max_step_duration: float = MAX_STEP_DURATION, run_step: StepRunner | None = None,
-                    settle_target: Callable[[], float] | None = None) -> dict:
+                    settle_target: Callable[[], float] | None = None, cpu_sampler: CpuSampler | None = None) -> dict:
     """The highest rate that met the SLO twice, below the lowest rate that missed it twice.
 
     Steps grow by `factor` (up to `max_steps` rates); a failing step is run once more and only a
@@ -225,6 +226,8 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
     re-checked, up to MAX_RECHECKS times). Each step lasts `step_duration`, longer at low rates (up to
     `max_step_duration`) to hold enough requests for the percentiles the SLO judges.
     `run_step` and `settle_target` replace the real load and the wait after an overload (tests).
+    `cpu_sampler` (platform.py): sampled before and after each step, whose entry then holds the CPU
+    the replicas, the gateway, the generator and the machine used meanwhile (`cpu`).
     """
     run = run_step or (lambda cfg: run_load(cfg, workload, None))
     settle_after = settle_target or (lambda: settle(base.target, base.path or "/v1/categories"))
@@ -238,7 +241,10 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
         seconds = step_seconds(rate, per_arrival, needed, step_duration, max_step_duration)
         cfg = replace(base, mode="open", rate=round(rate, 2), duration=seconds,
                       label=f"{label} {rate:.1f}/s".strip())
+        before = cpu_sampler() if cpu_sampler else None
         result = run(cfg)
+        cpu = cpu_usage(before, cpu_sampler(), os.cpu_count() or 1, cfg.processes) \
+            if cpu_sampler and before else None
         if result["requests"]:
             per_arrival = result["requests"] / (cfg.rate * seconds)
         judged = judge(result, base.slo)
@@ -256,7 +262,7 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
         entry = {"rate": round(rate, 2), "duration_s": seconds, "throughput_rps": result["throughput_rps"],
                  "latency_ms": lat, "error_rate": result["error_rate"], "slo_met": result["slo"]["met"],
                  "kept_up": result["kept_up"], "passed": judged["verdict"] == "PASS", **judged,
-                 "role": why or "search", "run": _slim(result)}
+                 "role": why or "search", "run": _slim(result), "cpu": cpu}
         steps.append(entry)
         time.sleep(pause)  # let queues empty between steps
         if judged["verdict"] == "FAIL":  # after an overload the server still works off what it holds
@@ -538,32 +544,73 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
             start = args.start_rate * (count / args.replicas[0]) if args.start_rate else None  # None: probe
             capacity = capacity_search(base, workload, start, args.factor, args.max_rate, args.max_steps,
                                        args.refine, args.step_duration, printer, label=f"{count} replicas",
-                                       max_step_duration=args.max_step_duration)
+                                       max_step_duration=args.max_step_duration,
+                                       cpu_sampler=platform.cpu_sampler(args.service))
             points.append({"replicas": count, "capacity_rps": capacity["capacity_rps"], "cpu_limits": limits,
                            "capacity": capacity})
             printer(f"[scale] {count} replicas: {capacity['capacity_rps']:.1f} req/s at the SLO")
     finally:
         if platform.replicas(args.service) != original:
             platform.scale(args.service, original)
-    base_point = next((p for p in points if p["replicas"] == min(args.replicas)), points[0])
-    per_replica = base_point["capacity_rps"] / base_point["replicas"] if base_point["replicas"] else 0
+    summary = scale_summary(points)
+    print(summary["verdict"])
+    return {"kind": "scale", "schema": 2, "started_at": _now(), "target": target.url, "platform": platform.name,
+            "service": args.service, "mix": mix, "slo": {**{f"{k}_ms": v for k, v in args.slo.items()},
+                                                         "max_error_rate": args.max_error_rate},
+            "points": points, "primed": primed, **summary, "warnings": sorted(set(warnings))}
+
+
+def scale_summary(points: list[dict]) -> dict:
+    """Each point's CPU at its answer and its efficiencies, the smallest point's check, and the verdict.
+
+    Per point (in place): `cpu` (platform.cpu_usage at the answer's last run: the CPU available to the
+    replicas and what they used), `rps_per_cpu` (that run's throughput per CPU-second the replicas
+    used), `efficiency` = (rps_n / rps_1) / (n / 1) and `per_cpu_efficiency` = (rps_n / cpu_n) /
+    (rps_1 / cpu_1), each against the smallest replica count. That point's `baseline` check says
+    whether it was CPU-bound; a speed-up above the replica ratio over a point that was not is called
+    what it is, not super-linear scaling.
+    """
+    for point in points:
+        knee = point["capacity"].get("knee") or {}
+        cpu = knee.get("cpu")
+        point["cpu"] = cpu
+        used = (cpu or {}).get("used_cpus") or 0
+        point["rps_per_cpu"] = round(knee["throughput_rps"] / used, 1) if used and knee else None
+    base = min(points, key=lambda p: p["replicas"])
+    per_replica = base["capacity_rps"] / base["replicas"]
     for point in points:
         ideal = per_replica * point["replicas"]
         point["ideal_rps"] = round(ideal, 2)
         point["efficiency"] = round(point["capacity_rps"] / ideal, 3) if ideal else None
+        point["per_cpu_efficiency"] = (round(point["rps_per_cpu"] / base["rps_per_cpu"], 3)
+                                       if point["rps_per_cpu"] and base["rps_per_cpu"] else None)
+    check = baseline_check(base["cpu"])
+    base["baseline"] = check
     top = max(points, key=lambda p: p["replicas"])
-    speedup = top["capacity_rps"] / base_point["capacity_rps"] if base_point["capacity_rps"] else None
-    verdict = (f"{top['replicas']} replicas serve {top['capacity_rps']:.1f} req/s at the SLO, "
-               f"{speedup:.2f}× the {base_point['capacity_rps']:.1f} req/s of {base_point['replicas']} "
-               f"(efficiency {100 * (top['efficiency'] or 0):.0f}%)." if speedup else
-               "The smallest replica count served nothing within the SLO; no speed-up can be computed.")
-    print(verdict)
-    return {"kind": "scale", "schema": 1, "started_at": _now(), "target": target.url, "platform": platform.name,
-            "service": args.service, "mix": mix, "slo": {**{f"{k}_ms": v for k, v in args.slo.items()},
-                                                         "max_error_rate": args.max_error_rate},
-            "points": points, "primed": primed, "speedup": round(speedup, 3) if speedup else None,
-            "verdict": verdict,
-            "warnings": sorted(set(warnings))}
+    speedup = top["capacity_rps"] / base["capacity_rps"] if base["capacity_rps"] else None
+    if not speedup:
+        return {"speedup": None, "baseline": check,
+                "verdict": "The smallest replica count served nothing within the SLO; no speed-up can be computed."}
+    n = top["replicas"] / base["replicas"]
+
+    def cpu_text(p: dict) -> str:
+        cpu = p["cpu"]
+        return "CPU not measured" if cpu is None else (f"{cpu['used_cpus']:.2f} of {cpu['available_cpus']:.2f} "
+                                                       "CPU available used")
+
+    verdict = (f"{top['replicas']} replicas serve {top['capacity_rps']:.1f} req/s at the SLO, {speedup:.2f}× the "
+               f"{base['capacity_rps']:.1f} req/s of {base['replicas']} (efficiency (rps_n/rps_1)/n "
+               f"{100 * (top['efficiency'] or 0):.0f}%; {cpu_text(top)} vs {cpu_text(base)}")
+    if top["per_cpu_efficiency"] is not None:
+        verdict += (f"; per CPU-second used {top['rps_per_cpu']:.0f} vs {base['rps_per_cpu']:.0f} requests: "
+                    f"(rps_n/cpu_n)/(rps_1/cpu_1) {top['per_cpu_efficiency']:.2f}")
+    verdict += f"). The {base['replicas']}-replica point: {check['text']}"
+    if speedup > n * 1.02 and check["cpu_bound"] is False:
+        verdict += (f" The speed-up above {n:g}× is therefore not super-linear scaling: the "
+                    f"{base['replicas']}-replica point was held back by {check['limited_by']}.")
+    elif check["external"]:
+        verdict += " The speed-up measures that limit as much as the replicas."
+    return {"speedup": round(speedup, 3), "baseline": check, "verdict": verdict}
 
 
 # ------------------------------------------------------------------------------------------

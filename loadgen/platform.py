@@ -48,6 +48,11 @@ class Platform:
         """Summed Prometheus counters of every replica of `services`, or None when not reachable."""
         return None
 
+    def cpu_sampler(self, service: str) -> CpuSampler | None:
+        """A function returning the cumulative CPU of the service's replicas (and of what they share the
+        machine with) each time it is called; None where it cannot be measured."""
+        return None
+
 
 def make_platform(kind: str, target: Target, namespace: str | None, prefix: str, ready_timeout: float,
                   log: Callable[[str], None]) -> Platform:
@@ -127,6 +132,10 @@ class LocalPlatform(Platform):
         self._reload()
         return [r.cpu.describe() for r in self.stack.service_replicas(service)]
 
+    def cpu_sampler(self, service: str) -> CpuSampler | None:
+        self._reload()
+        return stack_cpu_sampler(self.stack, service)
+
     def metrics(self, services: tuple[str, ...]) -> dict[str, float] | None:
         self._reload()
         totals: dict[str, float] = {}
@@ -165,6 +174,201 @@ def parse_counters(text: str) -> dict[str, float]:
             except ValueError:
                 continue
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# CPU: what the replicas may use and what they used (the local stack only)
+# ------------------------------------------------------------------------------------------
+
+PROC = Path("/proc")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CpuSampler = Callable[[], dict]
+SATURATED = 0.9  # a CPU budget counts as used up at this share: the quota, the generator's process, the cores
+
+
+def _stat_fields(pid: int, proc: Path) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (state first), or None if it is gone."""
+    try:
+        return (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_cpu_seconds(pid: int, proc: Path = PROC) -> float:
+    """User + system CPU of a live process and of its children it has reaped; 0 when it is gone."""
+    fields = _stat_fields(pid, proc)
+    if fields is None:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS  # utime, stime, cutime, cstime
+
+
+def process_tree(pid: int, proc: Path = PROC) -> list[int]:
+    """`pid` and every live descendant (gunicorn's workers, nginx's workers)."""
+    parents: dict[int, list[int]] = {}
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name), proc)
+            if fields is not None and fields[0] != "Z":
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += parents.get(current, [])
+    return tree
+
+
+def cgroup_cpu(path: Path, proc: Path = PROC) -> dict:
+    """Cumulative CPU seconds of a cgroup and how they were read, with its throttling counters.
+
+    cgroup v2 and a v1 group with cpuacct mounted beside cpu keep the usage themselves; a v1 cpu-only
+    group (as here) does not, so its processes' /proc/<pid>/stat are summed (a gunicorn master reaps
+    its workers, so their time stays counted in its cutime). nr_periods/nr_throttled (both versions'
+    cpu.stat) say in how many scheduling periods the group ran out of its quota."""
+    stat: dict[str, int] = {}
+    try:
+        for line in (path / "cpu.stat").read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                stat[key] = int(value)
+    except OSError:
+        pass
+    throttle = {"periods": stat.get("nr_periods"), "throttled": stat.get("nr_throttled")}
+    if "usage_usec" in stat:
+        return {"cpu_s": stat["usage_usec"] / 1e6, "method": "cgroup v2 cpu.stat usage_usec", **throttle}
+    try:
+        return {"cpu_s": int((path / "cpuacct.usage").read_text()) / 1e9, "method": "cgroup v1 cpuacct.usage",
+                **throttle}
+    except (OSError, ValueError):
+        pass
+    try:
+        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        pids = []
+    return {"cpu_s": sum(process_cpu_seconds(p, proc) for p in pids),
+            "method": "/proc/<pid>/stat of the cgroup's processes (cgroup v1 without cpuacct)", **throttle}
+
+
+def machine_cpu_seconds(proc: Path = PROC) -> float:
+    """CPU seconds the machine's cores have been busy (not idle, not waiting for I/O) since boot."""
+    try:
+        values = [int(v) for v in (proc / "stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU and that of its children it has waited for (the load generator's processes)."""
+    import resource
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def replica_cpu(replica, proc: Path = PROC) -> dict:
+    """One stack replica's cumulative CPU: from its cgroup where a limit is applied, else its process tree."""
+    limit = replica.cpu
+    if limit.applied and limit.path:
+        return {**cgroup_cpu(Path(limit.path), proc), "quota_cpus": limit.cpus}
+    return {"cpu_s": sum(process_cpu_seconds(p, proc) for p in process_tree(replica.proc.pid, proc)),
+            "method": "/proc/<pid>/stat of the replica's process tree (no CPU limit applied)", "quota_cpus": None}
+
+
+def stack_cpu_sampler(stack, service: str, proc: Path = PROC) -> CpuSampler:
+    """Samples of the local stack's CPU: `service`'s replicas, the other replicas, the gateway, this
+    load generator and the whole machine (the replicas are those running when this is called)."""
+    replicas = list(stack.replicas.values())
+    gateway = stack.infra.get("gateway")
+    gateway_pid = gateway["proc"]["pid"] if gateway else None
+
+    def sample() -> dict:
+        gateway_tree = process_tree(gateway_pid, proc) if gateway_pid else []
+        return {"t": time.monotonic(), "service": service,
+                "replicas": {r.name: replica_cpu(r, proc) for r in replicas if r.service == service},
+                "others": {r.name: replica_cpu(r, proc) for r in replicas if r.service != service},
+                "gateway": {"cpu_s": sum(process_cpu_seconds(p, proc) for p in gateway_tree),
+                            "workers": max(1, len(gateway_tree) - 1)},
+                "loadgen": own_cpu_seconds(), "machine": machine_cpu_seconds(proc)}
+    return sample
+
+
+def _rate(before: dict, after: dict, wall: float) -> float:
+    return round(max(0.0, after["cpu_s"] - before["cpu_s"]) / wall, 3)
+
+
+def _throttled(before: dict, after: dict) -> float | None:
+    if after.get("periods") is None or before.get("periods") is None:
+        return None
+    periods = after["periods"] - before["periods"]
+    return round((after["throttled"] - before["throttled"]) / periods, 3) if periods > 0 else None
+
+
+def cpu_usage(before: dict, after: dict, cores: int, loadgen_processes: int = 1) -> dict:
+    """CPUs used between two samples (CPU-seconds per second), beside the CPU available to the replicas:
+    the sum of their quotas as applied, capped by the machine's cores (the cores when one is unlimited)."""
+    wall = max(after["t"] - before["t"], 1e-6)
+    names = [n for n in after["replicas"] if n in before["replicas"]]
+    per_replica = {n: _rate(before["replicas"][n], after["replicas"][n], wall) for n in names}
+    quotas = [after["replicas"][n]["quota_cpus"] for n in names]
+    available = min(sum(quotas), cores) if quotas and None not in quotas else float(cores)
+    used = round(sum(per_replica.values()), 3)
+    others = {n: {"used_cpus": _rate(before["others"][n], after["others"][n], wall),
+                  "quota_cpus": after["others"][n]["quota_cpus"]}
+              for n in after["others"] if n in before["others"]}
+    gateway = _rate(before["gateway"], after["gateway"], wall)
+    loadgen = round(max(0.0, after["loadgen"] - before["loadgen"]) / wall, 3)
+    machine = round(max(0.0, after["machine"] - before["machine"]) / wall, 3)
+    throttled = [t for t in (_throttled(before["replicas"][n], after["replicas"][n]) for n in names) if t is not None]
+    return {"wall_s": round(wall, 2), "cores": cores, "replicas": len(names),
+            "quota_cpus": None if None in quotas else round(sum(quotas), 3), "available_cpus": round(available, 3),
+            "used_cpus": used, "share_of_available": round(used / available, 3) if available else None,
+            "per_replica": per_replica, "throttled_share": round(sum(throttled) / len(throttled), 3)
+            if throttled else None,
+            "methods": sorted({after["replicas"][n]["method"] for n in names}), "others": others,
+            "gateway_cpus": gateway, "gateway_workers": after["gateway"]["workers"], "loadgen_cpus": loadgen,
+            "loadgen_processes": loadgen_processes, "machine_busy_cpus": machine,
+            "other_processes_cpus": round(max(0.0, machine - used - gateway - loadgen
+                                              - sum(o["used_cpus"] for o in others.values())), 3)}
+
+
+def baseline_check(cpu: dict | None) -> dict:
+    """Whether a replica-count point (the 1-replica one above all) was limited by the replicas' own CPU;
+    if not, what else saturated: the load generator, the gateway, a neighbouring replica, the machine.
+
+    `external` is True when something outside the replicas limited it: then a speed-up over this point
+    measures that limit, not what replicas add."""
+    if cpu is None:
+        return {"cpu_bound": None, "external": None, "limited_by": "not measured",
+                "text": "CPU not measured on this platform: the point cannot be checked against the CPU available."}
+    used, available = cpu["used_cpus"], cpu["available_cpus"]
+    share = cpu["share_of_available"] or 0.0
+    throttled = cpu.get("throttled_share")
+    told = (f"used {used:.2f} of {available:.2f} CPU available ({100 * share:.0f}%"
+            + (f", throttled in {100 * throttled:.0f}% of its scheduling periods" if throttled is not None else "")
+            + ")")
+    if share >= SATURATED:
+        return {"cpu_bound": True, "external": False, "limited_by": "its own CPU",
+                "text": f"{cpu['replicas']} replica(s) {told}: CPU-bound, a fair point to compare."}
+    found = []
+    if cpu["loadgen_cpus"] >= SATURATED * cpu["loadgen_processes"]:
+        found.append(f"the load generator ({cpu['loadgen_cpus']:.2f} CPU in {cpu['loadgen_processes']} "
+                     "process(es))")
+    if cpu["gateway_cpus"] >= SATURATED * cpu["gateway_workers"]:
+        found.append(f"the gateway ({cpu['gateway_cpus']:.2f} CPU in {cpu['gateway_workers']} worker(s))")
+    for name, other in cpu["others"].items():
+        if other["quota_cpus"] and other["used_cpus"] >= SATURATED * other["quota_cpus"]:
+            found.append(f"{name} ({other['used_cpus']:.2f} of its {other['quota_cpus']:g} CPU)")
+    if cpu["machine_busy_cpus"] >= SATURATED * cpu["cores"]:
+        found.append(f"the machine ({cpu['machine_busy_cpus']:.2f} of {cpu['cores']} cores busy: replicas "
+                     f"{used:.2f}, gateway {cpu['gateway_cpus']:.2f}, load generator {cpu['loadgen_cpus']:.2f}, "
+                     f"other processes {cpu['other_processes_cpus']:.2f})")
+    if found:
+        return {"cpu_bound": False, "external": True, "limited_by": "; ".join(found),
+                "text": f"{cpu['replicas']} replica(s) {told}: not CPU-bound; limited by {'; '.join(found)}."}
+    return {"cpu_bound": False, "external": False, "limited_by": "latency, not CPU",
+            "text": f"{cpu['replicas']} replica(s) {told}: not CPU-bound, and no other CPU measured was used up "
+                    "(load generator, gateway, neighbours, the machine): the SLO broke on latency first "
+                    "(queueing in gunicorn's threads, the database or memcached)."}
 
 
 # ------------------------------------------------------------------------------------------

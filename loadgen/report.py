@@ -375,10 +375,14 @@ def _scale_section(rep: Report, name: str, result: dict) -> None:
     plt = _plt()
     points = sorted(result["points"], key=lambda p: p["replicas"])
     sec = rep.section(f"Scale: {result['service']} replicas ({result.get('platform')})", result.get("verdict", ""))
-    rep.table(sec, ["replicas", "capacity req/s", "ideal req/s", "efficiency", "CPU limit"],
+    rep.table(sec, ["replicas", "capacity req/s", "ideal req/s", "efficiency (rps_n/rps_1)/n", "CPU available",
+                    "CPU used", "req per CPU-s", "(rps_n/cpu_n)/(rps_1/cpu_1)", "CPU limit"],
               [[str(p["replicas"]), f"{p['capacity_rps']:.1f}", f"{p['ideal_rps']:.1f}",
                 f"{100 * p['efficiency']:.0f}%" if p.get("efficiency") is not None else "-",
-                (p.get("cpu_limits") or ["-"])[0]] for p in points])
+                *_cpu_cells(p), (p.get("cpu_limits") or ["-"])[0]] for p in points])
+    base = points[0]
+    if base.get("baseline"):
+        rep.text(sec, f"The {base['replicas']}-replica point: {base['baseline']['text']}")
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ns = [p["replicas"] for p in points]
     ax.plot(ns, [p["capacity_rps"] for p in points], marker="o", color="tab:blue", label="measured at the SLO")
@@ -393,18 +397,42 @@ def _scale_section(rep: Report, name: str, result: dict) -> None:
     ax.set_ylabel("throughput at the SLO (req/s)")
     ax.set_title(f"Scalability of {result['service']}")
     ax.legend()
-    top = points[-1]
-    rep.plot(sec, fig, "scale",
-             f"Throughput at the SLO grows from {points[0]['capacity_rps']:.1f} req/s with {points[0]['replicas']} "
-             f"replica(s) to {top['capacity_rps']:.1f} with {top['replicas']}; the dashed line is perfect linear "
-             f"scaling and the labels the efficiency ({100 * (top.get('efficiency') or 0):.0f}% at "
-             f"{top['replicas']}). Where the curve bends away from the line, something shared (the gateway, the "
-             "database, the machine) limits it.")
+    rep.plot(sec, fig, "scale", scale_caption(points))
     for p in points:
         if p.get("capacity") and p["capacity"].get("steps"):
             _capacity_plot(rep, sec, p["capacity"], f"{p['replicas']} replica(s): latency against throughput")
     for warning in result.get("warnings", []):
         rep.text(sec, f"Warning: {warning}")
+
+
+def _cpu_cells(point: dict) -> list[str]:
+    cpu = point.get("cpu")
+    if cpu is None:
+        return ["not measured", "not measured", "-", "-"]
+    return [f"{cpu['available_cpus']:.2f}", f"{cpu['used_cpus']:.2f} ({100 * (cpu['share_of_available'] or 0):.0f}%)",
+            "-" if point.get("rps_per_cpu") is None else f"{point['rps_per_cpu']:.0f}",
+            "-" if point.get("per_cpu_efficiency") is None else f"{point['per_cpu_efficiency']:.2f}"]
+
+
+def scale_caption(points: list[dict]) -> str:
+    """The scale plot's caption, from its points: throughput, efficiency, the CPU available and used,
+    and what the smallest point's check found."""
+    base, top = points[0], points[-1]
+    text = (f"Throughput at the SLO goes from {base['capacity_rps']:.1f} req/s with {base['replicas']} replica(s) "
+            f"to {top['capacity_rps']:.1f} with {top['replicas']}; the dashed line is perfect linear scaling and the "
+            f"labels the efficiency (rps_n/rps_1)/n ({100 * (top.get('efficiency') or 0):.0f}% at {top['replicas']}).")
+    if top.get("cpu") and base.get("cpu"):
+        text += (f" The replicas had {base['cpu']['available_cpus']:.2f} CPU available and used "
+                 f"{base['cpu']['used_cpus']:.2f} at {base['replicas']}, {top['cpu']['available_cpus']:.2f} and "
+                 f"{top['cpu']['used_cpus']:.2f} at {top['replicas']}")
+        if top.get("per_cpu_efficiency") is not None:
+            text += f"; per CPU-second used, {top['replicas']} replicas serve {top['per_cpu_efficiency']:.2f}× as much"
+        text += "."
+    else:
+        text += " The CPU the replicas had and used was not measured here."
+    if base.get("baseline"):
+        text += f" The {base['replicas']}-replica point: {base['baseline']['text']}"
+    return text
 
 
 def _cache_section(rep: Report, name: str, result: dict) -> None:
