@@ -465,7 +465,8 @@ def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], ans
     }
 
 
-def run_capacity(args, target: Target, printer: Printer) -> dict:
+def run_capacity(args, target: Target, printer: Printer, cpu_sampler: CpuSampler | None = None) -> dict:
+    """`experiment capacity`; `cpu_sampler` (the bench's, which knows its stack) adds each step's CPU."""
     if args.mix is None:
         printer(f"note: capacity's default mix is the read journeys ({_mix_text(CAPACITY_MIX)}); add writes with "
                 "e.g. --mix browse=40,product=50,signin=2,review=5,import=3 (each write makes every cached list stale)")
@@ -484,7 +485,7 @@ def run_capacity(args, target: Target, printer: Printer) -> dict:
             f"{args.step_duration:g}s from {start} ×{args.factor:g}")
     result = capacity_search(base, workload, args.start_rate, args.factor, args.max_rate, args.max_steps,
                              args.refine, args.step_duration, printer, args.label,
-                             max_step_duration=args.max_step_duration)
+                             max_step_duration=args.max_step_duration, cpu_sampler=cpu_sampler)
     result["primed"] = primed
     print(result["verdict"])
     from .report import route_caption

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from .. import experiments
 from ..cli import build_parser
+from ..platform import CpuSampler, baseline_check
 from ..target import parse_target
 
 HOT_SET = 50  # products whose cached pages the hits-only search reads
@@ -38,13 +39,16 @@ def agreement_pct(a: float, b: float) -> float | None:
 
 
 def summary(result: dict) -> dict:
-    """What the bench keeps of one capacity search (the whole result goes to its own JSON file)."""
+    """What the bench keeps of one capacity search (the whole result goes to its own JSON file), with the
+    CPU at its answer and what that CPU says limited it (platform.baseline_check)."""
     answer = result.get("answer") or {}
+    cpu = (result.get("knee") or {}).get("cpu")
     return {"capacity_rps": result["capacity_rps"], "limit": result["limit"], "verdict": result["verdict"],
             "answer_rate": answer.get("rate"), "spread": answer.get("spread"),
             "hit_ratio": experiments.answer_hit_ratio(result), "steps": len(result["steps"]),
-            "knee_routes": (result.get("knee") or {}).get("routes"),
-            "first_failure": result.get("first_failure")}
+            "knee_routes": (result.get("knee") or {}).get("routes"), "cpu": cpu,
+            "limited_by": baseline_check(cpu)["limited_by"] if cpu else None,
+            "first_failure": result.get("first_failure"), "warnings": result.get("warnings", [])}
 
 
 def hits_only_problem(hits: dict) -> str:
@@ -58,19 +62,21 @@ def hits_only_problem(hits: dict) -> str:
     return ""
 
 
-def measure(gateway: str, quick: bool, log: Callable[[str], None], save: Callable[[str, dict], None]) -> dict:
+def measure(gateway: str, quick: bool, log: Callable[[str], None], save: Callable[[str, dict], None],
+            cpu_sampler: CpuSampler | None = None) -> dict:
     """Two searches of the default mix, then the hits-only one; each full result handed to `save`."""
     target = parse_target(gateway)
     runs = []
     for index in (1, 2):
         log(f"capacity of the default read mix, run {index} of 2")
-        result = experiments.run_capacity(capacity_args(gateway, quick, ["--label", f"mix {index}"]), target, log)
+        result = experiments.run_capacity(capacity_args(gateway, quick, ["--label", f"mix {index}"]), target, log,
+                                          cpu_sampler)
         save(f"capacity-mix-{index}", result)
         runs.append(summary(result))
     log(f"capacity of cached product-page hits alone ({HOT_SET} hottest products)")
     hits_result = experiments.run_capacity(
         capacity_args(gateway, quick, ["--mix", "product=1", "--hot-set", str(HOT_SET), "--label", "hits only"]),
-        target, log)
+        target, log, cpu_sampler)
     save("capacity-hits-only", hits_result)
     hits = summary(hits_result)
     a, b = runs[0]["capacity_rps"], runs[1]["capacity_rps"]
@@ -78,3 +84,13 @@ def measure(gateway: str, quick: bool, log: Callable[[str], None], save: Callabl
     return {"mix": runs, "hits_only": hits, "agreement_pct": agreement_pct(a, b), "mix_mean_rps": mix_mean,
             "mix_vs_hits": mix_mean / hits["capacity_rps"] if hits["capacity_rps"] else None,
             "hits_only_problem": hits_only_problem(hits), "quick_options": QUICK_OPTIONS if quick else []}
+
+
+def cpu_text(run: dict) -> str:
+    """", at the answer: catalog used X CPU of Y, ...; limited by Z" for a summary with CPU, else ""."""
+    cpu = run.get("cpu")
+    if not cpu:
+        return ""
+    return (f"; at the answer catalog used {cpu['used_cpus']:.2f} of {cpu['available_cpus']:.2f} CPU, the load "
+            f"generator {cpu['loadgen_cpus']:.2f}, the gateway {cpu['gateway_cpus']:.2f}, the machine "
+            f"{cpu['machine_busy_cpus']:.2f} of {cpu['cores']} cores: limited by {run['limited_by']}")

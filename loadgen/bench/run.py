@@ -378,7 +378,8 @@ class Bench:
                              "cache": uncached["cache"]})
 
     def part_scale(self) -> None:
-        from ..experiments import capacity_search, prepare_workload, prime_cache
+        from ..experiments import capacity_search, prepare_workload, prime_cache, scale_summary
+        from ..platform import stack_cpu_sampler
         from ..target import parse_target
         name = "throughput at the SLO: 4 catalog replicas vs 1 (0.25 CPU each)"
         target = parse_target(self.gateway)
@@ -391,28 +392,40 @@ class Bench:
         stack = self.running_stack
         stack.scale("catalog", 4)
         primed = prime_cache(target, workload, log, concurrency=8)
-        points = {}
+        points = []
         for count in (1, 4):
             if len(stack.service_replicas("catalog")) != count:
                 stack.scale("catalog", count)
                 time.sleep(2)
             result = capacity_search(base, workload, None, 1.25, 5000, 12, 2, step,
-                                     lambda line: log(line), label=f"{count} replicas", pause=0.5)
-            points[count] = result
-        ratio = points[4]["capacity_rps"] / points[1]["capacity_rps"] if points[1]["capacity_rps"] else None
-        self.details["scale"] = {"primed": primed, **{str(k): v for k, v in points.items()}}
-        self.ratio("scale", name, ratio, "≥ 3.5×", None if ratio is None else ratio >= 3.5,
-                   f"capacity search (closed-loop probe, then open-loop steps of {step:g}s ×1.25 from half the probe, "
-                   "a failing step confirmed once, 2 refinements, SLO p99 ≤ 250 ms) after priming the cache, through "
-                   "the gateway, mix browse=30,product=70, catalog ×1 then ×4",
-                   note=f"{points[1]['capacity_rps']:.1f} req/s with 1 replica, {points[4]['capacity_rps']:.1f} with 4",
-                   one=points[1]["capacity_rps"], four=points[4]["capacity_rps"])
+                                     lambda line: log(line), label=f"{count} replicas", pause=0.5,
+                                     cpu_sampler=stack_cpu_sampler(stack, "catalog"))
+            points.append({"replicas": count, "capacity_rps": result["capacity_rps"], "capacity": result})
+        summary = scale_summary(points)
+        log(summary["verdict"])
+        one, four = points
+        self.details["scale"] = {"primed": primed, **summary, **{str(p["replicas"]): p for p in points}}
+        check = summary["baseline"]
+        void = (f"the 1-replica point was not limited by its own CPU but by {check['limited_by']}"
+                if check["external"] else "")
+        cpu = {str(p["replicas"]): {k: p[k] for k in ("cpu", "rps_per_cpu", "efficiency", "per_cpu_efficiency")}
+               for p in points}
+        self.ratio("scale", name, summary["speedup"], "≥ 3.5×", None, f"capacity search (closed-loop probe, then "
+                   f"open-loop steps of {step:g}s ×1.25 from half the probe, a failing step confirmed once, 2 "
+                   "refinements, SLO p99 ≤ 250 ms) after priming the cache, through the gateway, mix "
+                   "browse=30,product=70, catalog ×1 then ×4; CPU of each answer's run from the replicas' cgroups",
+                   note=summary["verdict"], void=void, one=one["capacity_rps"], four=four["capacity_rps"], cpu=cpu)
+        self.ratio("scale-per-cpu", "", four["per_cpu_efficiency"], "", None,
+                   "the same two answers: each run's throughput per CPU-second its catalog replicas used",
+                   note=f"{four['rps_per_cpu']} vs {one['rps_per_cpu']} requests per CPU-second; 1 replica: "
+                        f"{check['text']}", cpu=cpu)
 
     def part_capacity(self) -> None:
         """Issue 14 items 1 and 2 on `make up`'s replica counts without CPU limits (loadgen/bench/capacity.py)."""
         from stack.layout import DEFAULT_REPLICAS
 
         from ..cli import SEED_DEFAULTS
+        from ..platform import stack_cpu_sampler
         from . import capacity
         log(f"restarting the replicas as `make up` starts them ({DEFAULT_REPLICAS}), without CPU limits")
         self.restart_replicas(dict(DEFAULT_REPLICAS), cpu_limit=None)
@@ -423,14 +436,13 @@ class Bench:
         def save(stem: str, result: dict) -> None:
             (folder / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
 
-        found = capacity.measure(self.gateway, self.quick, log, save)
+        found = capacity.measure(self.gateway, self.quick, log, save, stack_cpu_sampler(self.running_stack, "catalog"))
         self.details["capacity"] = {"replicas": dict(DEFAULT_REPLICAS), "cpu_limit": None,
                                     "results": str(folder), **found}
-        one, two = found["mix"]
         hits = found["hits_only"]
         options = " ".join(found["quick_options"]) or "its defaults"
-        runs = (f"run 1 {one['capacity_rps']:.1f} req/s ({one['limit']}), run 2 {two['capacity_rps']:.1f} req/s "
-                f"({two['limit']})")
+        runs = "; ".join(f"run {i} {r['capacity_rps']:.1f} req/s ({r['limit']}{capacity.cpu_text(r)})"
+                         for i, r in enumerate(found["mix"], 1))
         self.ratio("capacity-agreement", "", found["agreement_pct"], "", None,
                    f"loadgen experiment capacity --target <gateway> ({options}) twice in a row, on catalog, user "
                    f"and worker ×{DEFAULT_REPLICAS['catalog']} without CPU limits, {SEED_DEFAULTS['products']:,} "
@@ -442,7 +454,7 @@ class Bench:
                    f"the mean of the two runs above vs loadgen experiment capacity --mix product=1 --hot-set "
                    f"{capacity.HOT_SET} ({options}), the {capacity.HOT_SET} hottest pages primed",
                    note=f"mix {found['mix_mean_rps']:.1f} req/s vs hits only {hits['capacity_rps']:.1f} req/s "
-                        f"({hits['limit']}; X-Cache hit ratio at its answer {hit_ratio})",
+                        f"({hits['limit']}; X-Cache hit ratio at its answer {hit_ratio}{capacity.cpu_text(hits)})",
                    void=found["hits_only_problem"], mix_mean_rps=found["mix_mean_rps"], hits_only=hits)
 
     def seed_more(self, products: int, reviews: int) -> None:

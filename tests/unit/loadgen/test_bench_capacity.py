@@ -46,7 +46,7 @@ def test_measure_runs_the_mix_twice_then_hits_alone_and_keeps_every_result(monke
     answers = iter([capacity_result(400.0, 900, 100), capacity_result(360.0, 900, 100),
                     capacity_result(950.0, 4990, 10)])
 
-    def fake_run_capacity(args, target, printer):
+    def fake_run_capacity(args, target, printer, cpu_sampler=None):
         calls.append(args)
         return next(answers)
 
@@ -59,6 +59,18 @@ def test_measure_runs_the_mix_twice_then_hits_alone_and_keeps_every_result(monke
     assert found["agreement_pct"] == 10.0
     assert found["mix_mean_rps"] == 380.0 and found["mix_vs_hits"] == 380.0 / 950.0
     assert found["hits_only"]["hit_ratio"] == 0.998 and found["hits_only_problem"] == ""
+    assert found["hits_only"]["cpu"] is None and capacity.cpu_text(found["hits_only"]) == ""
+
+
+def test_a_capacity_with_cpu_says_what_limited_its_answer():
+    cpu = {"used_cpus": 0.9, "available_cpus": 2.0, "share_of_available": 0.45, "throttled_share": None,
+           "replicas": 2, "loadgen_cpus": 0.6, "loadgen_processes": 1, "gateway_cpus": 0.3, "gateway_workers": 2,
+           "others": {}, "machine_busy_cpus": 1.95, "cores": 2, "other_processes_cpus": 0.15}
+    result = capacity_result(1500.0, 10, 0)
+    result["knee"] = {"routes": [], "cpu": cpu}
+    kept = capacity.summary(result)
+    assert kept["limited_by"].startswith("the machine (1.95 of 2 cores busy")
+    assert capacity.cpu_text(kept).startswith("; at the answer catalog used 0.90 of 2.00 CPU, the load generator 0.60")
 
 
 def test_answer_hit_ratio_counts_both_runs_of_the_answer():
