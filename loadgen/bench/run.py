@@ -70,6 +70,7 @@ class Bench:
         self.db_servers = db_servers
         self.ratios: list[dict] = []
         self.details: dict = {}
+        self.results: list[Path] = []  # experiment results (capacity, scale) the report shows beside bench.json
         self.stack: Stack | None = None
         self.extra_procs: list[subprocess.Popen] = []
         self.bare_cgroup: CpuLimit | None = None
@@ -400,9 +401,16 @@ class Bench:
             result = capacity_search(base, workload, None, 1.25, 5000, 12, 2, step,
                                      lambda line: log(line), label=f"{count} replicas", pause=0.5,
                                      cpu_sampler=stack_cpu_sampler(stack, "catalog"))
-            points.append({"replicas": count, "capacity_rps": result["capacity_rps"], "capacity": result})
+            points.append({"replicas": count, "capacity_rps": result["capacity_rps"], "capacity": result,
+                           "cpu_limits": [r.cpu.describe() for r in stack.service_replicas("catalog")]})
         summary = scale_summary(points)
         log(summary["verdict"])
+        scale_file = self.out / "scale.json"  # an `experiment scale` result, so the report shows it as one
+        scale_file.write_text(json.dumps({"kind": "scale", "schema": 2, "target": self.gateway, "platform":
+                                          "local (bench stack)", "service": "catalog", "mix": mix,
+                                          "slo": {"p99_ms": 250.0}, "points": points, "primed": primed, **summary,
+                                          "warnings": []}, indent=1, default=str))
+        self.results.append(scale_file)
         one, four = points
         self.details["scale"] = {"primed": primed, **summary, **{str(p["replicas"]): p for p in points}}
         check = summary["baseline"]
@@ -435,6 +443,7 @@ class Bench:
 
         def save(stem: str, result: dict) -> None:
             (folder / f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
+            self.results.append(folder / f"{stem}.json")
 
         found = capacity.measure(self.gateway, self.quick, log, save, stack_cpu_sampler(self.running_stack, "catalog"))
         self.details["capacity"] = {"replicas": dict(DEFAULT_REPLICAS), "cpu_limit": None,
@@ -629,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "bench.json").write_text(json.dumps(result, indent=1, default=str))
     try:
         from .. import report
-        report.build([out / "bench.json"], out)
+        report.build([out / "bench.json", *bench.results], out)
     except Exception as exc:  # noqa: BLE001 - the JSON is what matters
         log(f"report not written: {exc}")
     print()
