@@ -567,7 +567,8 @@ def scale_summary(points: list[dict]) -> dict:
     Per point (in place): `cpu` (platform.cpu_usage at the answer's last run: the CPU available to the
     replicas and what they used), `rps_per_cpu` (that run's throughput per CPU-second the replicas
     used), `efficiency` = (rps_n / rps_1) / (n / 1) and `per_cpu_efficiency` = (rps_n / cpu_n) /
-    (rps_1 / cpu_1), each against the smallest replica count. That point's `baseline` check says
+    (rps_1 / cpu_1), each against the smallest replica count; `peak_rps`, the most any step served (the
+    SLO met or not), whose ratio does not depend on where the search's steps fell. That point's `baseline` check says
     whether it was CPU-bound; a speed-up above the replica ratio over a point that was not is called
     what it is, not super-linear scaling.
     """
@@ -577,6 +578,7 @@ def scale_summary(points: list[dict]) -> dict:
         point["cpu"] = cpu
         used = (cpu or {}).get("used_cpus") or 0
         point["rps_per_cpu"] = round(knee["throughput_rps"] / used, 1) if used and knee else None
+        point["peak_rps"] = max((s["throughput_rps"] for s in point["capacity"].get("steps") or []), default=None)
     base = min(points, key=lambda p: p["replicas"])
     per_replica = base["capacity_rps"] / base["replicas"]
     for point in points:
@@ -605,13 +607,18 @@ def scale_summary(points: list[dict]) -> dict:
     if top["per_cpu_efficiency"] is not None:
         verdict += (f"; per CPU-second used {top['rps_per_cpu']:.0f} vs {base['rps_per_cpu']:.0f} requests: "
                     f"(rps_n/cpu_n)/(rps_1/cpu_1) {top['per_cpu_efficiency']:.2f}")
+    peak = top["peak_rps"] / base["peak_rps"] if top["peak_rps"] and base["peak_rps"] else None
+    if peak:  # the search's answer falls a step below the limit; the most served, SLO or not, does not
+        verdict += (f"; the most any step served, within the SLO or not: {top['peak_rps']:.0f} vs "
+                    f"{base['peak_rps']:.0f} req/s, {peak:.2f}×")
     verdict += f"). The {base['replicas']}-replica point: {check['text']}"
     if speedup > n * 1.02 and check["cpu_bound"] is False:
         verdict += (f" The speed-up above {n:g}× is therefore not super-linear scaling: the "
                     f"{base['replicas']}-replica point was held back by {check['limited_by']}.")
     elif check["external"]:
         verdict += " The speed-up measures that limit as much as the replicas."
-    return {"speedup": round(speedup, 3), "baseline": check, "verdict": verdict}
+    return {"speedup": round(speedup, 3), "peak_speedup": round(peak, 3) if peak else None, "baseline": check,
+            "verdict": verdict}
 
 
 # ------------------------------------------------------------------------------------------

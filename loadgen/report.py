@@ -375,9 +375,10 @@ def _scale_section(rep: Report, name: str, result: dict) -> None:
     plt = _plt()
     points = sorted(result["points"], key=lambda p: p["replicas"])
     sec = rep.section(f"Scale: {result['service']} replicas ({result.get('platform')})", result.get("verdict", ""))
-    rep.table(sec, ["replicas", "capacity req/s", "ideal req/s", "efficiency (rps_n/rps_1)/n", "CPU available",
-                    "CPU used", "req per CPU-s", "(rps_n/cpu_n)/(rps_1/cpu_1)", "CPU limit"],
-              [[str(p["replicas"]), f"{p['capacity_rps']:.1f}", f"{p['ideal_rps']:.1f}",
+    rep.table(sec, ["replicas", "capacity req/s", "most served req/s", "ideal req/s", "efficiency (rps_n/rps_1)/n",
+                    "CPU available", "CPU used", "req per CPU-s", "(rps_n/cpu_n)/(rps_1/cpu_1)", "CPU limit"],
+              [[str(p["replicas"]), f"{p['capacity_rps']:.1f}",
+                "-" if p.get("peak_rps") is None else f"{p['peak_rps']:.1f}", f"{p['ideal_rps']:.1f}",
                 f"{100 * p['efficiency']:.0f}%" if p.get("efficiency") is not None else "-",
                 *_cpu_cells(p), (p.get("cpu_limits") or ["-"])[0]] for p in points])
     base = points[0]

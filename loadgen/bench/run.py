@@ -422,7 +422,8 @@ class Bench:
                    f"open-loop steps of {step:g}s ×1.25 from half the probe, a failing step confirmed once, 2 "
                    "refinements, SLO p99 ≤ 250 ms) after priming the cache, through the gateway, mix "
                    "browse=30,product=70, catalog ×1 then ×4; CPU of each answer's run from the replicas' cgroups",
-                   note=summary["verdict"], void=void, one=one["capacity_rps"], four=four["capacity_rps"], cpu=cpu)
+                   note=summary["verdict"], void=void, one=one["capacity_rps"], four=four["capacity_rps"], cpu=cpu,
+                   peak_speedup=summary["peak_speedup"])
         self.ratio("scale-per-cpu", "", four["per_cpu_efficiency"], "", None,
                    "the same two answers: each run's throughput per CPU-second its catalog replicas used",
                    note=f"{four['rps_per_cpu']} vs {one['rps_per_cpu']} requests per CPU-second; 1 replica: "

@@ -184,3 +184,14 @@ def test_the_local_sampler_reads_limited_replicas_from_their_cgroup_and_others_f
                                                "throttled": None, "quota_cpus": 0.25}}
     assert found["others"]["user-1"]["cpu_s"] == 3.0 and found["others"]["user-1"]["quota_cpus"] is None
     assert found["gateway"] == {"cpu_s": 4.0, "workers": 2} and found["machine"] == 10.0
+
+
+def test_the_most_any_step_served_is_compared_beside_the_answer():
+    one = point(1, 286.0, usage(0.24))
+    one["capacity"]["steps"] = [{"throughput_rps": r} for r in (183.0, 356.1, 385.1, 286.0)]
+    four = point(4, 1392.0, usage(0.9, available=1.0))
+    four["capacity"]["steps"] = [{"throughput_rps": r} for r in (715.0, 1430.3, 1392.0)]
+    summary = scale_summary([one, four])
+    assert (one["peak_rps"], four["peak_rps"]) == (385.1, 1430.3)
+    assert summary["peak_speedup"] == round(1430.3 / 385.1, 3)
+    assert "the most any step served, within the SLO or not: 1430 vs 385 req/s, 3.71×" in summary["verdict"]
