@@ -615,6 +615,11 @@ def scale_summary(points: list[dict]) -> dict:
     if speedup > n * 1.02 and check["cpu_bound"] is False:
         verdict += (f" The speed-up above {n:g}× is therefore not super-linear scaling: the "
                     f"{base['replicas']}-replica point was held back by {check['limited_by']}.")
+    elif speedup > n * 1.02 and check["cpu_bound"] and top["per_cpu_efficiency"] is not None:
+        verdict += (f" The speed-up above {n:g}× is not more CPU per replica ({cpu_text(top)} vs {cpu_text(base)}): "
+                    f"the replicas served {top['rps_per_cpu']:.0f} requests per CPU-second at {top['replicas']} and "
+                    f"{base['rps_per_cpu']:.0f} at {base['replicas']}, so the difference is the CPU each request "
+                    f"cost at the two answers ({top['per_cpu_efficiency']:.2f}×).")
     elif check["external"]:
         verdict += " The speed-up measures that limit as much as the replicas."
     return {"speedup": round(speedup, 3), "peak_speedup": round(peak, 3) if peak else None, "baseline": check,

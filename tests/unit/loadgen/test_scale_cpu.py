@@ -138,6 +138,11 @@ def test_a_cpu_bound_baseline_is_said_fair_and_kubernetes_says_not_measured():
     fair = [point(1, 100.0, usage(0.24)), point(4, 360.0, usage(0.95, available=1.0))]
     summary = scale_summary(fair)
     assert "CPU-bound, a fair point to compare" in summary["verdict"] and "super-linear" not in summary["verdict"]
+    assert "not more CPU per replica" not in summary["verdict"]
+    cheaper = [point(1, 100.0, usage(0.24)), point(4, 480.0, usage(0.9, available=1.0))]
+    summary = scale_summary(cheaper)
+    assert ("The speed-up above 4× is not more CPU per replica (0.90 of 1.00 CPU available used vs 0.24 of 0.25 CPU "
+            "available used): the replicas served 533 requests per CPU-second at 4 and 417 at 1") in summary["verdict"]
     kube = [point(1, 100.0, None), point(4, 380.0, None)]
     summary = scale_summary(kube)
     assert kube[1]["per_cpu_efficiency"] is None and "CPU not measured" in summary["verdict"]
