@@ -5,7 +5,9 @@
             rate; then a few bisection steps between the last pass and the first failure. The
             capacity is the highest throughput that passed: the knee of the latency curve.
   scale     the capacity search at 1, 2, 4... replicas of one service; the ideal line is
-            n x capacity(1), the efficiency capacity(n) / (n x capacity(1)).
+            n x capacity(1), the efficiency capacity(n) / (n x capacity(1)); beside it the CPU
+            available to the replicas and used at each answer, throughput per CPU-second, and
+            whether the 1-replica point was limited by its own CPU (scale_summary).
   cache     the same load (closed loop by default: throughput is what changes) with each
             CACHE_PATTERNS setting; hit ratio and DB round trips from the response headers and,
             locally, the replicas' /metrics.

@@ -1,8 +1,10 @@
 """Where the replicas run: the local stack (its own Stack API) or Kubernetes (Deployments).
 
-Both give the experiments the same four operations: how many replicas a service has,
-scale it (and wait until the new ones are ready and served), restart it with other environment
-settings (CACHE_PATTERNS), and describe its CPU limits.
+Both give the experiments the same operations: how many replicas a service has, scale it (and
+wait until the new ones are ready and served), restart it with other environment settings
+(CACHE_PATTERNS), describe its CPU limits, and (locally only) sample the CPU its replicas, the
+gateway, the load generator and the machine use (`cpu_sampler`; `cpu_usage` turns two samples
+into CPUs used beside the CPU available, `baseline_check` says what limited a point).
 
 On Kubernetes "ready" is not "served": the gateway finds replicas through the cluster's DNS,
 so a new pod gets its first request only after DNS caches and the gateway re-resolve (up to
