@@ -16,7 +16,7 @@ categories_bp = Blueprint("categories", __name__)
 @operation("Categories with their product counts", tag="categories", responses={200: CategoryList})
 def list_categories():
     res = resources()
-    return listing.read_categories(res.db, res.cache, res.settings.cache_patterns).value
+    return listing.read_categories(res.db, res.cache, res.settings.cache_patterns).response()
 
 
 @categories_bp.get("/v1/categories/stats")

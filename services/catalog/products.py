@@ -29,7 +29,7 @@ def create_product(body: NewProduct, principal: Principal):
            responses={200: ProductList})
 def list_products(query: ProductQuery):
     res = resources()
-    return listing.read_products(res.db, res.cache, query.model_dump(), res.settings.cache_patterns).value
+    return listing.read_products(res.db, res.cache, query.model_dump(), res.settings.cache_patterns).response()
 
 
 @products_bp.get("/v1/products/<product_id>")
@@ -42,10 +42,10 @@ def get_product_page(product_id: str):
         res.db, res.cache,
         lambda ids: fetch_profiles(res.settings.user_service_url, ids, request_id, res.auth_secret),
         product_id.lower(), res.settings.cache_patterns,
-    ).value
-    if page is None:
+    )
+    if page.body is None:
         raise NotFound("no product with this id")
-    return page
+    return page.response()
 
 
 @products_bp.patch("/v1/products/<product_id>")

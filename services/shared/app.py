@@ -9,12 +9,14 @@ built from the settings unless the caller passes them (`clients=`: a unit test's
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
@@ -48,12 +50,15 @@ class Resources:
     cache: Cache
     publisher: Publisher
     indexes: dbmod.IndexSetup | None = None
+    _database: Database | None = field(default=None, init=False, repr=False)
 
     @property
     def db(self) -> Database:
+        if self._database is None:  # pymongo builds a new Database object on every client[name]
+            self._database = self.mongo[self.settings.mongodb_database]
         if self.indexes is not None:
-            self.indexes.ensure(self.mongo[self.settings.mongodb_database])
-        return self.mongo[self.settings.mongodb_database]
+            self.indexes.ensure(self._database)
+        return self._database
 
     @property
     def auth_secret(self) -> str:
@@ -109,7 +114,7 @@ def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
     def _start() -> None:
         g.started = time.perf_counter()
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # as uuid4().hex, 5× cheaper
         res = resources()
         ratelimit.enforce(request, res.cache, res.settings)
 
@@ -120,8 +125,9 @@ def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
         response.headers["X-Request-ID"] = g.get("request_id", "")
         response.headers["X-Served-By"] = replica_id
         response.headers["X-DB-Round-Trips"] = str(g.get("db_round_trips", 0))
-        HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(service, request.method, route).observe(elapsed)
+        answered, latency = _request_metrics(service, request.method, route, response.status_code)
+        answered.inc()
+        latency.observe(elapsed)
         if route not in ("/healthz", "/readyz", "/metrics"):
             access_log.info(
                 "request",
@@ -133,6 +139,13 @@ def _install_request_hooks(app: Flask, service: str, replica_id: str) -> None:
                 },
             )
         return response
+
+
+@functools.cache  # prometheus_client's labels() takes a lock and checks every label on each call
+def _request_metrics(service: str, method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The request counter and latency histogram children of one kind of request."""
+    return (HTTP_REQUESTS.labels(service, method, route, str(status)),
+            HTTP_LATENCY.labels(service, method, route))
 
 
 def _probes_blueprint(service: str) -> Blueprint:

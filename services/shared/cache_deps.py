@@ -79,9 +79,9 @@ class CachedRead:
                 for ns in self.depends_on if ns == self.subject or not ns.per_id]
 
 
-PRODUCT_PAGE = CachedRead("product page", "objects", "page:v1", depends_on=(PRODUCT, USER), subject=PRODUCT)
-PRODUCT_LIST = CachedRead("product list", "queries", "query:v1:products", depends_on=(LISTINGS,))
-CATEGORY_COUNTS = CachedRead("category counts", "queries", "query:v1:categories", depends_on=(LISTINGS,))
+PRODUCT_PAGE = CachedRead("product page", "objects", "page:v2", depends_on=(PRODUCT, USER), subject=PRODUCT)
+PRODUCT_LIST = CachedRead("product list", "queries", "query:v2:products", depends_on=(LISTINGS,))
+CATEGORY_COUNTS = CachedRead("category counts", "queries", "query:v2:categories", depends_on=(LISTINGS,))
 CACHED_READS = (PRODUCT_PAGE, PRODUCT_LIST, CATEGORY_COUNTS)
 
 

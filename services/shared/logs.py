@@ -1,13 +1,24 @@
-"""JSON logs on stderr, each line carrying the service, the replica and the request id."""
+"""JSON logs on stderr, each line carrying the service, the replica and the request id.
+
+A line is `{"time", "level", "logger", "message", "service", "replica", "request_id"?, ...}`:
+the fields passed with `extra=` follow, then `exc_info` (the traceback as text) if any.
+Every request writes one (services/shared/app.py), so the formatter is on the hot path: it
+encodes with msgspec and copies only the record's own extras (a py-spy profile of a cached
+product page showed python-json-logger's generic formatter at ~5 % of the request's CPU).
+"""
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
+from typing import Any
 
+import msgspec
 from flask import g, has_request_context
-from pythonjsonlogger.json import JsonFormatter
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# What every LogRecord has, so what is left in its __dict__ was passed with extra=.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName", "service", "replica", "request_id"}
 
 
 class ContextFilter(logging.Filter):
@@ -25,8 +36,31 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def json_formatter() -> JsonFormatter:
-    return JsonFormatter(FORMAT, rename_fields={"asctime": "time", "levelname": "level", "name": "logger"})
+class JsonLineFormatter(logging.Formatter):
+    """One JSON object per record; values msgspec cannot encode are written as their str()."""
+
+    _encode = msgspec.json.Encoder(enc_hook=str).encode
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in ("service", "replica", "request_id"):
+            if name in record.__dict__:
+                line[name] = record.__dict__[name]
+        for name, value in record.__dict__.items():
+            if name not in _RECORD_ATTRIBUTES:
+                line[name] = value
+        if record.exc_info:
+            line["exc_info"] = self.formatException(record.exc_info)
+        return self._encode(line).decode()
+
+
+def json_formatter() -> JsonLineFormatter:
+    return JsonLineFormatter()
 
 
 def configure_logging(service: str, replica: str, level: str) -> None:

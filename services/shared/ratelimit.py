@@ -49,6 +49,7 @@ logged.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import logging
 import re
@@ -99,6 +100,7 @@ UNLIMITED_ROUTES = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"
 _PLAIN_ADDRESS = re.compile(r"^[0-9A-Za-z.:_\[\]-]{1,64}$")
 
 
+@functools.cache  # a handful of (method, route) pairs, asked on every request
 def rule_for(method: str, route: str | None, policy: tuple[Rule, ...] = POLICY) -> Rule | None:
     """The rule that counts this request (the first that matches), or None if it is never limited."""
     if route in UNLIMITED_ROUTES:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger
 
 from .config import ConfigError, Settings, load_settings
 
@@ -44,6 +45,15 @@ def _logconfig(level: str) -> dict:
     }
 
 
+class _LoggerWithoutAccessLog(Logger):
+    """Gunicorn's logger without its access log: each app logs its own requests, with the request
+    id (services/shared/app.py). With a logging configuration set, gunicorn formats every
+    request's access line only to drop it: 5 % of a cached product page's CPU in a py-spy profile."""
+
+    def access(self, resp, req, environ, request_time) -> None:
+        return None
+
+
 class _Gunicorn(BaseApplication):
     def __init__(self, factory_path: str, settings: Settings):
         self.factory_path, self.settings = factory_path, settings
@@ -67,6 +77,7 @@ class _Gunicorn(BaseApplication):
             "proc_name": f"scaleshop-{s.replica_id}",
             "logconfig_dict": _logconfig(s.log_level),
             "accesslog": None,
+            "logger_class": _LoggerWithoutAccessLog,
             "child_exit": lambda _server, worker: mark_process_dead(worker.pid),
             "worker_tmp_dir": "/dev/shm" if os.path.isdir("/dev/shm") else None,
         }

@@ -6,11 +6,12 @@ building (the page's profiles); and the one place that reports X-Cache and the m
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 from flask import Flask
 
-from services.catalog import product_page
+from services.catalog import caching, product_page
 from services.catalog.caching import read_through
 from services.shared import cache_deps
 from services.shared.cache_deps import CATEGORY_COUNTS, LISTINGS, PRODUCT_LIST, PRODUCT_PAGE, USER, Change, Write
@@ -187,6 +188,69 @@ def test_the_product_page_depends_on_the_profiles_it_shows(cache, monkeypatch):
     page = read()
     assert page.status == "miss" and page.value["reviews"][0]["author"]["display_name"] == "Renamed"
     assert product_page.read_page(None, cache, fetch_profiles, "f" * 24, BOTH).value is None
+
+
+# ---- what a hit costs: one round trip, the body as stored ----------------------------------------
+
+class CountingCache(FakeCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.multi_gets: list[list[str]] = []
+
+    def get_many(self, keys):
+        self.multi_gets.append(list(keys))
+        return super().get_many(keys)
+
+
+def test_a_hit_is_one_round_trip_once_its_dependencies_are_known(db, monkeypatch):
+    monkeypatch.setattr(caching, "_known_dependencies", caching._KnownDependencies())
+    cache = CountingCache()
+    read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db))  # built and stored
+    cache.multi_gets.clear()
+    assert read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db)).status == "hit"
+    assert len(cache.multi_gets) == 1
+    assert set(cache.multi_gets[0]) == {PRODUCT_PAGE.key(PRODUCT_ID), *PRODUCT_PAGE.known_generations(PRODUCT_ID),
+                                        USER.key(SELLER), USER.key(REVIEWER)}
+
+
+def test_an_entry_this_process_has_not_seen_costs_a_second_round_trip_and_is_then_known(db, monkeypatch):
+    cache = CountingCache()
+    read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db))  # stored by "another replica"
+    monkeypatch.setattr(caching, "_known_dependencies", caching._KnownDependencies())
+    cache.multi_gets.clear()
+    assert read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db)).status == "hit"
+    assert len(cache.multi_gets) == 2
+    cache.multi_gets.clear()
+    assert read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db)).status == "hit"
+    assert len(cache.multi_gets) == 1
+
+
+def test_a_dependency_changed_since_it_was_remembered_is_a_miss_in_that_same_round_trip():
+    cache = CountingCache()
+    db = Database(cache)
+    read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db))
+    read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db))
+    db.rename(REVIEWER, "Reviewer v3")
+    cache.multi_gets.clear()
+    after = read_through(cache, PRODUCT_PAGE, PRODUCT_ID, BOTH, page_builder(db))
+    assert (after.status, after.value[REVIEWER]) == ("miss", "Reviewer v3")
+    assert USER.key(REVIEWER) in cache.multi_gets[0]  # the changed generation came with the entry
+
+
+def test_an_entry_holds_the_json_body_a_hit_sends_as_it_is(cache, db):
+    built = read_list(cache, db)
+    stored = cache.values[PRODUCT_LIST.key(QUERY)]
+    assert isinstance(built.body, bytes) and stored["body"] == built.body
+    assert json.loads(built.body) == {"version": 1}
+    hit = read_list(cache, db)
+    assert hit.status == "hit" and hit.body == built.body
+    response = hit.response()
+    assert response.mimetype == "application/json" and response.get_data() == built.body
+
+
+def test_an_entry_of_the_earlier_format_is_a_miss_never_an_error(cache, db):
+    cache.values[PRODUCT_LIST.key(QUERY)] = {"value": {"version": 0}, "deps": {}}
+    assert read_list(cache, db).status == "miss"
 
 
 # ---- the one place that reports: X-Cache and the metric ------------------------------------------

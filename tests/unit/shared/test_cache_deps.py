@@ -144,7 +144,7 @@ def test_a_write_that_announced_nothing_bumps_nothing():
 
 
 def test_objects_are_keyed_by_id_and_queries_by_their_normalized_content():
-    assert PRODUCT_PAGE.key(SHOWN_PRODUCT) == f"page:v1:{SHOWN_PRODUCT}"
+    assert PRODUCT_PAGE.key(SHOWN_PRODUCT) == f"page:v2:{SHOWN_PRODUCT}"
     assert PRODUCT_LIST.key({"a": 1, "b": 2}) == PRODUCT_LIST.key({"b": 2, "a": 1})
     assert PRODUCT_LIST.key({"a": 1}) != PRODUCT_LIST.key({"a": 2})
     assert PRODUCT_LIST.key({}) != CATEGORY_COUNTS.key({})
