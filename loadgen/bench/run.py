@@ -335,24 +335,8 @@ class Bench:
         return self.run(cfg)
 
     def part_bare(self) -> None:
-        name = "cached product page vs bare Flask route (same gunicorn settings, 0.25 CPU each)"
-        catalog = self.running_stack.service_replicas("catalog")[0]
-        page_url = f"http://127.0.0.1:{catalog.port}"
-        bare_url = self.start_bare()
-        seconds = 5 if self.quick else 8
-        urllib.request.urlopen(f"{page_url}/v1/products/{self.hot}", timeout=10).read()  # fill the cache
-        page = self.closed(page_url, f"/v1/products/{self.hot}", seconds)
-        bare = self.closed(bare_url, "/bare", seconds)
-        hits = page["cache"]
-        ratio = page["throughput_rps"] / bare["throughput_rps"] if bare["throughput_rps"] else None
-        self.ratio("bare", name, ratio, "≥ 0.8×", None if ratio is None else ratio >= 0.8,
-                   f"closed loop, 16 users, {seconds}s each, directly at catalog-1 (GET /v1/products/<id>) and at "
-                   "the bare app (GET /bare)",
-                   note=f"{page['throughput_rps']:.0f} vs {bare['throughput_rps']:.0f} req/s; page p50 "
-                        f"{page['latency_ms'].get('p50')} ms vs {bare['latency_ms'].get('p50')} ms; cache hits "
-                        f"{hits['hit']}/{hits['hit'] + hits['miss']}",
-                   page={"throughput_rps": page["throughput_rps"], "latency_ms": page["latency_ms"], "cache": hits},
-                   bare={"throughput_rps": bare["throughput_rps"], "latency_ms": bare["latency_ms"]})
+        from . import hit_path
+        hit_path.run_part(self, log)
 
     def part_cache(self) -> None:
         name = "product page with cache vs without (through the gateway, 0.25 CPU per replica)"
