@@ -360,10 +360,14 @@ def baseline_check(cpu: dict | None) -> dict:
     for name, other in cpu["others"].items():
         if other["quota_cpus"] and other["used_cpus"] >= SATURATED * other["quota_cpus"]:
             found.append(f"{name} ({other['used_cpus']:.2f} of its {other['quota_cpus']:g} CPU)")
-    if cpu["machine_busy_cpus"] >= SATURATED * cpu["cores"]:
-        found.append(f"the machine ({cpu['machine_busy_cpus']:.2f} of {cpu['cores']} cores busy: replicas "
-                     f"{used:.2f}, gateway {cpu['gateway_cpus']:.2f}, load generator {cpu['loadgen_cpus']:.2f}, "
-                     f"other processes {cpu['other_processes_cpus']:.2f})")
+    idle = max(0.0, cpu["cores"] - cpu["machine_busy_cpus"])
+    # the machine is used up when its cores are, or when less than half the CPU the replicas were allowed
+    # but did not use was idle on it (unlimited replicas share the cores with everything else)
+    if cpu["machine_busy_cpus"] >= SATURATED * cpu["cores"] or idle < (available - used) / 2:
+        found.append(f"the machine ({cpu['machine_busy_cpus']:.2f} of {cpu['cores']} cores busy, {idle:.2f} idle "
+                     f"of the {available - used:.2f} CPU the replicas left unused: replicas {used:.2f}, gateway "
+                     f"{cpu['gateway_cpus']:.2f}, load generator {cpu['loadgen_cpus']:.2f}, other processes "
+                     f"{cpu['other_processes_cpus']:.2f})")
     if found:
         return {"cpu_bound": False, "external": True, "limited_by": "; ".join(found),
                 "text": f"{cpu['replicas']} replica(s) {told}: not CPU-bound; limited by {'; '.join(found)}."}

@@ -106,7 +106,11 @@ def test_the_baseline_check_names_what_limited_a_point_that_was_not_cpu_bound():
     loadgen = platform.baseline_check(usage(0.15, loadgen=0.97))
     assert loadgen["external"] is True and loadgen["limited_by"].startswith("the load generator (0.97 CPU")
     machine = platform.baseline_check(usage(0.15, machine=1.95))
-    assert machine["limited_by"].startswith("the machine (1.95 of 2 cores busy")
+    assert machine["limited_by"].startswith("the machine (1.95 of 2 cores busy, 0.05 idle of the 0.10 CPU")
+    # unlimited replicas on 2 cores: 0.79 CPU left unused by them, but only 0.28 idle on the machine
+    shared = platform.baseline_check(usage(1.21, available=2.0, machine=1.72))
+    assert shared["limited_by"].startswith("the machine (1.72 of 2 cores busy, 0.28 idle of the 0.79 CPU")
+    assert platform.baseline_check(usage(1.21, available=2.0, machine=1.4))["limited_by"] == "latency, not CPU"
     neighbour = platform.baseline_check(usage(0.15, others={"user-1": {"used_cpus": 0.25, "quota_cpus": 0.25}}))
     assert neighbour["limited_by"] == "user-1 (0.25 of its 0.25 CPU)"
     latency = platform.baseline_check(usage(0.15))
