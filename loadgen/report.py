@@ -663,10 +663,17 @@ def _bench_section(rep: Report, name: str, result: dict) -> None:
         ax.barh(i, score - low, left=low, color="tab:green" if met else "tab:red")
         ax.annotate(f"{'met' if met else 'MISSED'}: {label}", (score, i), textcoords="offset points",
                     xytext=(4, -3), fontsize=7)
-    ax.set_yticks(range(len(shown)), [f"{r.get('issue', '')} {r['name'][:60]}" for r in shown], fontsize=7)
+    import textwrap
+
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    ax.set_yticks(range(len(shown)), ["\n".join(textwrap.wrap(f"{r.get('issue', '')} {r['name']}", 48)[:2])
+                                      for r in shown], fontsize=7)
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
     ax.set_xlim(low, high)
+    ax.set_xticks([t for t in (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2, 4, 8, 16, 32) if low <= t <= high])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x:g}×"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("measured / target, in the direction of the target (right of the line: met)")
     ax.invert_yaxis()
     rep.plot(sec, fig, "bench", bench_caption(shown))
