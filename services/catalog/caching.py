@@ -5,8 +5,8 @@ Two patterns (DESIGN.md), each switchable with `CACHE_PATTERNS`: *cached objects
 assembled product page, key `page:v2:<product id>`) and *cached queries* (a page of the
 product list or the category counts, key = hash of the normalized query). `read_through` is
 the only code that looks an entry up, builds it on a miss and stores it, and the only place
-that reports how a read was served: the `X-Cache` response header (`hit`, `miss` or
-`bypass`) and the `scaleshop_cache_requests_total` metric.
+that reports how a read was served: the `scaleshop_cache_requests_total` metric, and the
+`X-Cache` header (`hit`, `miss` or `bypass`) of the response it renders (`Served.response`).
 
 What a hit costs (profiled with py-spy; `make bench` part `bare`): an entry holds the JSON
 body ready to send, encoded once when it is built, so a hit neither decodes nor re-encodes
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from flask import Response, after_this_request, has_request_context
+from flask import Response
 
 from services.shared.cache import Cache, entry_is_current, read_generations
 from services.shared.cache_deps import CachedRead, Namespace
@@ -53,9 +53,10 @@ class Served:
         return None if self.body is None else msgspec.json.decode(self.body)
 
     def response(self) -> Response:
+        """The body as the answer, with `X-Cache` telling the client how it was served."""
         if self.body is None:
             raise ValueError("nothing to send: the read found nothing")
-        return Response(self.body, mimetype="application/json")
+        return Response(self.body, mimetype="application/json", headers={"X-Cache": self.status})
 
 
 _encode = msgspec.json.Encoder().encode  # compact UTF-8 JSON, keys in the order the builder made them
@@ -165,10 +166,5 @@ def read_through(cache: Cache, read: CachedRead, subject: Any, patterns: Iterabl
 
 
 def _report(read: CachedRead, status: str) -> None:
-    """How the read was served: counted in the metrics, and told the client in `X-Cache`."""
+    """How the read was served, counted in the metrics (the client is told by `Served.response`)."""
     CACHE_REQUESTS.labels(SERVICE, read.pattern, status).inc()
-    if has_request_context():
-        @after_this_request
-        def _header(response: Response) -> Response:
-            response.headers["X-Cache"] = status
-            return response

@@ -265,7 +265,7 @@ def test_every_read_sets_x_cache_and_counts_itself_once(cache, db):
 
     @app.get("/list")
     def listing():
-        return read_list(cache, db, patterns=patterns["value"]).value
+        return read_list(cache, db, patterns=patterns["value"]).response()
 
     client = app.test_client()
     before = {status: counted("queries", status) for status in ("hit", "miss", "bypass")}
