@@ -174,7 +174,9 @@ def passes(result: dict) -> bool:
 MAX_STEP_DURATION = 30.0  # seconds: the longest a step may grow to hold enough requests for its percentile
 SAMPLE_MARGIN = 1.15  # a step is planned for this much more than the requests it needs (arrivals vary)
 MIN_RATE = 0.5  # arrivals per second: the search never steps below this
-MAX_RECHECKS = 3  # re-runs of passing rates before the answer (the next lower pass after a failed one, then the lowest)
+MAX_RECHECKS = 3  # re-runs of passing rates before the answer (after a failed one: halfway to the next lower
+#                   pass if that passes, else that pass; the last one the lowest pass)
+NARROW_GAP = 0.04  # a failed re-check and the pass below it this close (share of the pass): no step halfway
 StepRunner = Callable[[RunConfig], dict]
 
 
@@ -224,9 +226,10 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
 
     Steps grow by `factor` (up to `max_steps` rates); a failing step is run once more and only a
     repeated failure bounds the search; `refine` bisection steps follow; the highest rate that
-    passed is then run again, and only a second pass makes it the answer (else a lower pass is
-    re-checked, up to MAX_RECHECKS times). Each step lasts `step_duration`, longer at low rates (up to
-    `max_step_duration`) to hold enough requests for the percentiles the SLO judges.
+    passed is then run again, and only a second pass makes it the answer (else the rate halfway to
+    the next lower pass is tried, then whichever passed is re-checked, up to MAX_RECHECKS times).
+    Each step lasts `step_duration`, longer at low rates (up to `max_step_duration`) to hold enough
+    requests for the percentiles the SLO judges.
     `run_step` and `settle_target` replace the real load and the wait after an overload (tests).
     `cpu_sampler` (platform.py): sampled before and after each step, whose entry then holds the CPU
     the replicas, the gateway, the generator and the machine used meanwhile (`cpu`).
@@ -271,9 +274,9 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             entry["settled_s"] = round(settle_after(), 2)
         return entry
 
-    def measured(rate: float) -> dict:
+    def measured(rate: float, why: str = "") -> dict:
         """One step; a failure is run once more and counts only if it fails again."""
-        entry = step(rate)
+        entry = step(rate, why)
         if entry["verdict"] != "FAIL":
             return entry
         again = step(rate, "confirm")
@@ -313,7 +316,7 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
         if bad is not None and rate >= bad["rate"]:
             break
     for _ in range(refine):
-        if good is None or bad is None or bad["rate"] - good["rate"] < 0.04 * good["rate"]:
+        if good is None or bad is None or bad["rate"] - good["rate"] < NARROW_GAP * good["rate"]:
             break
         entry = measured((good["rate"] * bad["rate"]) ** 0.5)
         if entry["verdict"] == "PASS":
@@ -333,8 +336,18 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             break
         bad = again  # it passed once and not again: not an answer; a lower pass is re-checked
         lower = [s for s in steps if s["verdict"] == "PASS" and s["rate"] < again["rate"]]
-        pick = min if recheck == MAX_RECHECKS - 2 else max  # the last try: the lowest pass, the likeliest to hold
-        good = pick(lower, key=lambda s: s["rate"], default=None)
+        if recheck == MAX_RECHECKS - 2:  # the last try: the lowest pass, the likeliest to hold
+            good = min(lower, key=lambda s: s["rate"], default=None)
+            continue
+        good = max(lower, key=lambda s: s["rate"], default=None)
+        if good is not None and bad["rate"] - good["rate"] >= NARROW_GAP * good["rate"]:
+            # the next lower pass may be a whole step (×factor) below: try halfway first, so that the
+            # answer does not fall further below the limit at one run than at another
+            middle = measured((good["rate"] * bad["rate"]) ** 0.5, "narrow")
+            if middle["verdict"] == "PASS":
+                good = middle
+            elif middle["verdict"] == "FAIL":
+                bad = middle
     return _capacity_result(base, workload, steps, answer, bad, probe, label, start_rate, factor, max_rate,
                             step_duration, max_step_duration, needed, printer)
 

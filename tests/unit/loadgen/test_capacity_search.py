@@ -131,7 +131,10 @@ def test_a_rate_that_passes_once_but_not_on_its_recheck_is_not_the_answer_and_th
         return knee_at(450.0)(cfg, nth)
     server = ModelServer(flaky_at_444)
     result = search(server, start_rate=300.0)
-    assert result["answer"]["rate"] == 390.0  # the next lower pass, re-checked
+    # halfway between the failed re-check and the pass below it (390/s, a whole step down), re-checked
+    assert [(s["rate"], s["role"]) for s in result["steps"][-3:]] == [(444.67, "re-check"), (416.44, "narrow"),
+                                                                       (416.44, "re-check")]
+    assert result["answer"]["rate"] == 416.44
     assert result["first_failure"]["rate"] == 444.67
     after_failure = [c.rate for c in server.calls[server.calls.index(
         next(c for c in server.calls if c.rate == 507.0)):]]
@@ -171,6 +174,18 @@ def test_a_knee_is_named_only_where_served_stops_following_offered():
     slower = search(ModelServer(lambda cfg, _nth: fake_run(cfg, 20.0 if cfg.rate <= 450 else 480.0)), start_rate=300.0)
     assert slower["limit"] == "limit" and "The knee" not in slower["verdict"]
     assert "served 507.0/s (it followed the offered rate)" in slower["verdict"]
+
+
+def test_when_halfway_fails_too_the_answer_is_the_pass_below_re_checked():
+    def flaky_above_400(cfg: RunConfig, nth: int) -> dict:
+        if 400 < cfg.rate <= 450 and (nth == 2 or cfg.rate < 420):
+            return fake_run(cfg, 400.0)
+        return knee_at(450.0)(cfg, nth)
+    result = search(ModelServer(flaky_above_400), start_rate=300.0)
+    roles = [(s["rate"], s["role"], s["verdict"]) for s in result["steps"][-4:]]
+    assert roles == [(444.67, "re-check", "FAIL"), (416.44, "narrow", "FAIL"), (416.44, "confirm", "FAIL"),
+                     (390.0, "re-check", "PASS")]
+    assert result["answer"]["rate"] == 390.0 and result["first_failure"]["rate"] == 416.44
 
 
 def test_rechecks_are_bounded_and_the_last_one_tries_the_lowest_pass():
