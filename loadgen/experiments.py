@@ -254,6 +254,7 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             per_arrival = result["requests"] / (cfg.rate * seconds)
         judged = judge(result, base.slo)
         lat = result["latency_ms"]
+        hits = (result.get("cache") or {}).get("hit_ratio")
         reason = ""
         if judged["failures"]:
             reason = "  (" + "; ".join(judged["failures"]) + ")"
@@ -263,7 +264,8 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
         printer(f"{tag} step {len(steps) + 1}{' ' + why if why else ''}: offered {rate:8.1f}/s for {seconds:g}s -> "
                 f"{result['throughput_rps']:8.1f}/s  n={judged['samples']:<6} p50 {fmt_ms(lat.get('p50')):>9}  "
                 f"p99 {fmt_ms(lat.get('p99')):>9}  errors {100 * result['error_rate']:.1f}%  "
-                f"{judged['verdict']}{reason}")
+                + (f"hits {100 * hits:.0f}%  " if hits is not None and hits < 0.995 else "")
+                + f"{judged['verdict']}{reason}")
         entry = {"rate": round(rate, 2), "duration_s": seconds, "throughput_rps": result["throughput_rps"],
                  "latency_ms": lat, "error_rate": result["error_rate"], "slo_met": result["slo"]["met"],
                  "kept_up": result["kept_up"], "passed": judged["verdict"] == "PASS", **judged,
@@ -398,6 +400,26 @@ def slow_requests(run: dict, slo: dict[str, float]) -> list[dict]:
     return sorted(rows, key=lambda r: -max(v for k, v in r.items() if k.endswith("_ms")))
 
 
+HIT_RATIO_FALL = 0.95  # a step below this X-Cache hit ratio, in a search whose first step was all hits
+
+
+def cache_fell(steps: list[dict]) -> str:
+    """A warning when the X-Cache hit ratio fell during a search that started with every read a hit
+    (cached entries expired or were evicted: those steps measured misses, not the rate); "" otherwise."""
+    ratios: list[tuple[dict, float]] = [(s, float(s["run"]["cache"]["hit_ratio"])) for s in steps
+                                        if (s["run"].get("cache") or {}).get("hit_ratio") is not None]
+    if not ratios or ratios[0][1] < 0.99:
+        return ""
+    low = [(s, r) for s, r in ratios if r < HIT_RATIO_FALL]
+    if not low:
+        return ""
+    worst, ratio = min(low, key=lambda sr: sr[1])
+    return (f"the X-Cache hit ratio fell from {100 * ratios[0][1]:.0f}% to {100 * ratio:.0f}% during the search "
+            f"(worst at {worst['rate']:g}/s, {worst['role']}; {len(low)} step(s) below {100 * HIT_RATIO_FALL:.0f}%): "
+            "cached entries expired (CACHE_TTL_SECONDS, all primed at once) or were evicted, so those steps "
+            "measured cache misses; keep the search shorter than the cache TTL or raise it")
+
+
 def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], answer: list[dict], bad: dict | None,
                      probe: dict | None, label: str, start_rate: float, factor: float, max_rate: float,
                      step_duration: float, max_step_duration: float, needed: int, printer: Printer) -> dict:
@@ -455,6 +477,9 @@ def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], ans
         for warning in entry["run"].get("warnings", []):
             by_kind.setdefault(warning[:30], []).append(warning)
     warnings = [found[0] + (f" (in {len(found)} steps)" if len(found) > 1 else "") for found in by_kind.values()]
+    fallen = cache_fell(steps)
+    if fallen:
+        warnings.append(fallen)
     for warning in warnings:
         printer(f"warning: {warning}")
     return {

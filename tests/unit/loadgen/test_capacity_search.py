@@ -287,3 +287,22 @@ def test_the_route_caption_is_made_of_the_numbers_in_the_route_rows(tmp_path):
     built = report.build([tmp_path / "r"], tmp_path / "out")
     assert [p.name.split("-", 1)[1] for p in built["plots"]] == ["capacity.png", "routes.png"]
     assert "share (answer)" in built["markdown"].read_text()
+
+
+def test_a_search_whose_cache_entries_expire_midway_says_those_steps_measured_misses():
+    def expiring(cfg: RunConfig, nth: int) -> dict:
+        run = knee_at(450.0)(cfg, nth)
+        ratio = 0.77 if cfg.rate == 444.67 and nth == 2 else 1.0  # the primed entries expire at the re-check
+        run["cache"] = {"hit": int(1000 * ratio), "miss": 1000 - int(1000 * ratio), "hit_ratio": ratio}
+        return run
+    lines: list[str] = []
+    base = RunConfig(target="http://127.0.0.1:1", slo={"p99": 250.0})
+    result = capacity_search(base, WORKLOAD, 300.0, 1.3, 5000, 10, 1, 5.0, printer=lines.append, pause=0,
+                             run_step=ModelServer(expiring), settle_target=lambda: 0.0)
+    warning = ("the X-Cache hit ratio fell from 100% to 77% during the search (worst at 444.67/s, re-check; "
+               "1 step(s) below 95%)")
+    assert any(w.startswith(warning) for w in result["warnings"])
+    assert any("hits 77%" in line for line in lines if "re-check" in line)
+    steady = capacity_search(base, WORKLOAD, 300.0, 1.3, 5000, 10, 1, 5.0, printer=lambda line: None, pause=0,
+                             run_step=ModelServer(knee_at(450.0)), settle_target=lambda: 0.0)
+    assert not any("hit ratio fell" in w for w in steady["warnings"])
