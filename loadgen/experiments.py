@@ -29,7 +29,7 @@ from . import data
 from .engine import RunConfig, run_load
 from .http import Client, HttpError
 from .journeys import DEFAULT_MIX
-from .platform import CpuSampler, baseline_check, cpu_usage, make_platform
+from .platform import CpuSampler, baseline_check, cpu_told, cpu_usage, make_platform
 from .stats import samples_needed
 from .summary import fmt_ms
 from .target import Target, TargetError, UsageError
@@ -601,6 +601,30 @@ def run_scale(args, target: Target, printer: Printer) -> dict:
             "points": points, "primed": primed, **summary, "warnings": sorted(set(warnings))}
 
 
+def search_settled_low(point: dict, check: dict) -> dict:
+    """`check` (platform.baseline_check of a point) where nothing outside the replicas was used up, but
+    the point's answer sits below its limit: rates above it passed once and not again, or the cache hit
+    ratio fell mid-search. Then that, not latency, is what held the point back."""
+    if check["cpu_bound"] is not False or check["external"]:
+        return check
+    capacity = point["capacity"]
+    answer = (capacity.get("answer") or {}).get("rate")
+    higher = [s["rate"] for s in capacity.get("steps") or [] if answer is not None and s["verdict"] == "PASS"
+              and s["rate"] > answer]
+    reasons = []
+    if higher:
+        reasons.append(f"its search, whose answer ({answer:g}/s) fell below rates that passed once but not again "
+                       f"(up to {max(higher):g}/s)")
+    fell = next((w for w in capacity.get("warnings", []) if w.startswith("the X-Cache hit ratio fell")), None)
+    if fell:
+        reasons.append("cache misses mid-search (" + fell.split(":", 1)[0] + ")")
+    if not reasons:
+        return check
+    return {**check, "limited_by": "; ".join(reasons),
+            "text": f"{point['replicas']} replica(s) {cpu_told(point['cpu'])} at the answer: not CPU-bound there; "
+                    f"held back by {'; '.join(reasons)}."}
+
+
 def scale_summary(points: list[dict]) -> dict:
     """Each point's CPU at its answer and its efficiencies, the smallest point's check, and the verdict.
 
@@ -627,7 +651,7 @@ def scale_summary(points: list[dict]) -> dict:
         point["efficiency"] = round(point["capacity_rps"] / ideal, 3) if ideal else None
         point["per_cpu_efficiency"] = (round(point["rps_per_cpu"] / base["rps_per_cpu"], 3)
                                        if point["rps_per_cpu"] and base["rps_per_cpu"] else None)
-    check = baseline_check(base["cpu"])
+    check = search_settled_low(base, baseline_check(base["cpu"]))
     base["baseline"] = check
     top = max(points, key=lambda p: p["replicas"])
     speedup = top["capacity_rps"] / base["capacity_rps"] if base["capacity_rps"] else None

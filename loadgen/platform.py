@@ -333,6 +333,15 @@ def cpu_usage(before: dict, after: dict, cores: int, loadgen_processes: int = 1)
                                               - sum(o["used_cpus"] for o in others.values())), 3)}
 
 
+def cpu_told(cpu: dict) -> str:
+    """'used X of Y CPU available (Z%, throttled in T% of its scheduling periods)'."""
+    throttled = cpu.get("throttled_share")
+    return (f"used {cpu['used_cpus']:.2f} of {cpu['available_cpus']:.2f} CPU available "
+            f"({100 * (cpu['share_of_available'] or 0.0):.0f}%"
+            + (f", throttled in {100 * throttled:.0f}% of its scheduling periods" if throttled is not None else "")
+            + ")")
+
+
 def baseline_check(cpu: dict | None) -> dict:
     """Whether a replica-count point (the 1-replica one above all) was limited by the replicas' own CPU;
     if not, what else saturated: the load generator, the gateway, a neighbouring replica, the machine.
@@ -344,10 +353,7 @@ def baseline_check(cpu: dict | None) -> dict:
                 "text": "CPU not measured on this platform: the point cannot be checked against the CPU available."}
     used, available = cpu["used_cpus"], cpu["available_cpus"]
     share = cpu["share_of_available"] or 0.0
-    throttled = cpu.get("throttled_share")
-    told = (f"used {used:.2f} of {available:.2f} CPU available ({100 * share:.0f}%"
-            + (f", throttled in {100 * throttled:.0f}% of its scheduling periods" if throttled is not None else "")
-            + ")")
+    told = cpu_told(cpu)
     if share >= SATURATED:
         return {"cpu_bound": True, "external": False, "limited_by": "its own CPU",
                 "text": f"{cpu['replicas']} replica(s) {told}: CPU-bound, a fair point to compare."}

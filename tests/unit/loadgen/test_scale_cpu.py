@@ -204,3 +204,22 @@ def test_the_most_any_step_served_is_compared_beside_the_answer():
     assert (one["peak_rps"], four["peak_rps"]) == (385.1, 1430.3)
     assert summary["peak_speedup"] == round(1430.3 / 385.1, 3)
     assert "the most any step served, within the SLO or not: 1430 vs 385 req/s, 3.71×" in summary["verdict"]
+
+
+def test_a_baseline_whose_search_settled_below_its_limit_says_so_instead_of_blaming_latency():
+    one = point(1, 165.7, usage(0.17))
+    one["capacity"].update(
+        answer={"rate": 165.7}, warnings=["the X-Cache hit ratio fell from 100% to 77% during the search (worst at "
+                                          "289.47/s, re-check; 1 step(s) below 95%): cached entries expired"],
+        steps=[{"rate": r, "verdict": v, "throughput_rps": r} for r, v in
+               ((165.7, "PASS"), (323.6, "PASS"), (404.5, "FAIL"), (289.47, "PASS"), (165.7, "PASS"))])
+    four = point(4, 1369.7, usage(0.91, available=1.0))
+    summary = scale_summary([one, four])
+    check = summary["baseline"]
+    assert check["limited_by"] == (
+        "its search, whose answer (165.7/s) fell below rates that passed once but not again (up to 323.6/s); "
+        "cache misses mid-search (the X-Cache hit ratio fell from 100% to 77% during the search (worst at "
+        "289.47/s, re-check; 1 step(s) below 95%))")
+    assert check["text"].startswith("1 replica(s) used 0.17 of 0.25 CPU available (68%) at the answer")
+    assert "not super-linear scaling: the 1-replica point was held back by its search" in summary["verdict"]
+    assert "latency, not CPU" not in summary["verdict"]
