@@ -6,7 +6,8 @@ written once, in the code the services run. From them this module derives:
 - the chart's `config` values (every tunable setting with its default and meaning) and the
   schema that validates them (`definitions.settings` of values.schema.json);
 - the chart's topics file (charts/scaleshop/files/topics.yaml), read by the topic Job;
-- the README's table of settings.
+- the README's table of settings, and its table of rate limits (from `POLICY`,
+  services/shared/ratelimit.py, with the settings' defaults).
 
 Each is replaced in place (the rest of its file is left as it is). `--check` writes nothing and
 exits 1 when a file is not what the code derives now; the unit tests run the same check.
@@ -25,6 +26,7 @@ from pydantic_core import PydanticUndefined
 
 from services.shared.config import Settings, env_name, tunable_settings
 from services.shared.events import TOPIC_PARTITIONS
+from services.shared.ratelimit import POLICY, Rule
 
 REPO = Path(__file__).resolve().parent.parent
 CHART = REPO / "charts" / "scaleshop"
@@ -36,6 +38,9 @@ README = REPO / "README.md"
 GENERATED = "Generated from services/shared/config.py (Settings) by `python -m stack.derived`"
 README_BEGIN = f"<!-- settings table: {GENERATED}; edit Settings, not this table -->"
 README_END = "<!-- end of the settings table -->"
+LIMITS_BEGIN = ("<!-- rate-limit table: generated from POLICY (services/shared/ratelimit.py) by "
+                "`python -m stack.derived`; edit POLICY, not this table -->")
+LIMITS_END = "<!-- end of the rate-limit table -->"
 
 
 class DerivationError(Exception):
@@ -135,11 +140,36 @@ def readme_table() -> str:
     return "\n".join([README_BEGIN, *rows, README_END])
 
 
-def derive_readme(text: str) -> str:
-    start, end = text.find(README_BEGIN), text.find(README_END)
+_METHOD_ORDER = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _requests(rule: Rule) -> str:
+    methods = sorted(rule.methods or (), key=lambda m: (_METHOD_ORDER + (m,)).index(m))
+    if rule.routes is not None:
+        return ", ".join(f"`{m} {route}`" for route in sorted(rule.routes) for m in methods or ["any method"])
+    if methods:
+        return ", ".join(f"`{m}`" for m in methods) + " on any route"
+    return "every other request"
+
+
+def limits_table() -> str:
+    rows = ["| rule | requests | counted per | limit per minute (default) |", "| --- | --- | --- | --- |"]
+    for rule in POLICY:
+        limit = f"`{env_name(rule.setting)}` ({Settings.model_fields[rule.setting].default:,})"
+        rows.append(f"| {rule.name} | {_requests(rule)} | {rule.key.value} | {limit} |")
+    return "\n".join([LIMITS_BEGIN, *rows, LIMITS_END])
+
+
+def _replace_between(text: str, begin: str, end_marker: str, table: str, what: str) -> str:
+    start, end = text.find(begin), text.find(end_marker)
     if start < 0 or end < start:
-        raise DerivationError(f"{README} lacks the markers of the settings table")
-    return text[:start] + readme_table() + text[end + len(README_END):]
+        raise DerivationError(f"{README} lacks the markers of the {what}")
+    return text[:start] + table + text[end + len(end_marker):]
+
+
+def derive_readme(text: str) -> str:
+    text = _replace_between(text, README_BEGIN, README_END, readme_table(), "settings table")
+    return _replace_between(text, LIMITS_BEGIN, LIMITS_END, limits_table(), "rate-limit table")
 
 
 # ---- topics -------------------------------------------------------------------------------

@@ -12,13 +12,8 @@ by an edge request that was already counted, so it is never counted against any 
 limit. Without this, the catalog's batch profile call made every product-page miss count
 a second time, in one bucket shared by all of a catalog pod's misses.
 
-The rules and their defaults (Settings; the chart's values set the same numbers):
-
-| rule | requests | key | limit per minute |
-| --- | --- | --- | --- |
-| sign-in | POST /v1/sessions, POST /v1/users | address | RATE_LIMIT_AUTH_PER_MINUTE (60) |
-| reads | GET, HEAD, OPTIONS on any route | user, else address | RATE_LIMIT_READS_PER_MINUTE (6,000) |
-| writes | every other request | user, else address | RATE_LIMIT_PER_MINUTE (1,200) |
+Why each rule and number (the README's table of the rules is derived from `POLICY` and the
+settings' defaults by `python -m stack.derived`):
 
 - sign-in is what password guessing and account spam hit. The address is its key: before
   signing in there is no user, and an attacker holding tokens must not get a fresh
