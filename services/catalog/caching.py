@@ -106,10 +106,10 @@ def _lookup(cache: Cache, key: str, known: list[str], enabled: bool) -> _Lookup:
     entry = found.pop(key, None)
     if isinstance(entry, dict) and isinstance(entry.get("deps"), dict) and isinstance(entry.get("body"), bytes):
         deps: dict[str, Any] = entry["deps"]
-        _known_dependencies.remember(key, deps, known)
         others = [k for k in deps if k not in found]
         current = dict(found)
-        if others:
+        if others:  # not known here yet: fetched now, and with the entry from now on
+            _known_dependencies.remember(key, deps, known)
             current.update(cache.get_many(others) or {})
         if entry_is_current(entry, current):
             return _Lookup("hit", entry["body"])

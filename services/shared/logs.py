@@ -65,6 +65,10 @@ def json_formatter() -> JsonLineFormatter:
 
 def configure_logging(service: str, replica: str, level: str) -> None:
     """Send every logger's records to stderr as JSON lines (idempotent)."""
+    # A line names no source file, thread or process, so logging need not look them up for every
+    # record (the logging HOWTO's "Optimization"; finding the caller was 2 % of a cached hit's CPU).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.setLevel(level)
     for handler in list(root.handlers):
