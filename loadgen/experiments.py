@@ -175,7 +175,8 @@ MAX_STEP_DURATION = 30.0  # seconds: the longest a step may grow to hold enough 
 SAMPLE_MARGIN = 1.15  # a step is planned for this much more than the requests it needs (arrivals vary)
 MIN_RATE = 0.5  # arrivals per second: the search never steps below this
 MAX_RECHECKS = 3  # re-runs of passing rates before the answer (after a failed one: halfway to the next lower
-#                   pass if that passes, else that pass; the last one the lowest pass)
+#                   pass if that passes, else that pass; the last one the highest pass a whole step (×factor)
+#                   below the failed rate, else the lowest pass)
 NARROW_GAP = 0.04  # a failed re-check and the pass below it this close (share of the pass): no step halfway
 StepRunner = Callable[[RunConfig], dict]
 
@@ -338,8 +339,10 @@ def capacity_search(base: RunConfig, workload: Workload, start_rate: float | Non
             break
         bad = again  # it passed once and not again: not an answer; a lower pass is re-checked
         lower = [s for s in steps if s["verdict"] == "PASS" and s["rate"] < again["rate"]]
-        if recheck == MAX_RECHECKS - 2:  # the last try: the lowest pass, the likeliest to hold
-            good = min(lower, key=lambda s: s["rate"], default=None)
+        if recheck == MAX_RECHECKS - 2:  # the last try: a pass a whole step below, else the lowest pass
+            step_below = [s for s in lower if s["rate"] <= bad["rate"] / factor]
+            good = max(step_below, key=lambda s: s["rate"]) if step_below else \
+                min(lower, key=lambda s: s["rate"], default=None)
             continue
         good = max(lower, key=lambda s: s["rate"], default=None)
         if good is not None and bad["rate"] - good["rate"] >= NARROW_GAP * good["rate"]:

@@ -198,6 +198,19 @@ def test_rechecks_are_bounded_and_the_last_one_tries_the_lowest_pass():
     assert result["answer"]["rate"] == 300.0
 
 
+def test_the_last_recheck_falls_one_step_below_the_failed_rate_not_to_the_lowest_pass():
+    def unsteady_above_550(cfg: RunConfig, nth: int) -> dict:
+        if 550 < cfg.rate <= 700 and nth >= 2:  # passes once, never again
+            return fake_run(cfg, 400.0)
+        return knee_at(700.0)(cfg, nth)
+    result = search(ModelServer(unsteady_above_550), start_rate=300.0)
+    rechecks = [(s["rate"], s["verdict"]) for s in result["steps"] if s["role"] in ("re-check", "narrow")]
+    # 659.1 fails its re-check; halfway to 507 (578.07) passes once and fails its re-check; the last
+    # re-check is the highest pass at most 578.07/1.3 = 444.7/s: 390, not the lowest pass, 300
+    assert rechecks == [(659.1, "FAIL"), (578.07, "PASS"), (578.07, "FAIL"), (390.0, "PASS")]
+    assert result["answer"]["rate"] == 390.0
+
+
 def test_a_latency_floor_names_the_requests_that_miss_instead_of_a_capacity():
     by_request = {"GET /v1/products/{id}": {"latency_ms": {"count": 1400, "p99": 40.0}, "cache": {"hit": 1400}},
                   "GET /v1/products": {"latency_ms": {"count": 600, "p99": 700.0},
