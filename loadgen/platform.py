@@ -260,6 +260,15 @@ def machine_cpu_seconds(proc: Path = PROC) -> float:
     return (sum(values) - values[3] - values[4]) / CLOCK_TICKS
 
 
+def interrupt_cpu_seconds(proc: Path = PROC) -> float:
+    """CPU seconds spent in interrupts and softirqs since boot (loopback networking is mostly here)."""
+    try:
+        values = [int(v) for v in (proc / "stat").read_text().splitlines()[0].split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return (values[5] + values[6]) / CLOCK_TICKS
+
+
 def own_cpu_seconds() -> float:
     """This process's CPU and that of its children it has waited for (the load generator's processes)."""
     import resource
@@ -282,6 +291,8 @@ def stack_cpu_sampler(stack, service: str, proc: Path = PROC) -> CpuSampler:
     replicas = list(stack.replicas.values())
     gateway = stack.infra.get("gateway")
     gateway_pid = gateway["proc"]["pid"] if gateway else None
+    servers = {name: entry["proc"]["pid"] for name, entry in stack.infra.items()
+               if name != "gateway" and entry.get("proc")}  # memcached, the database, Kafka
 
     def sample() -> dict:
         gateway_tree = process_tree(gateway_pid, proc) if gateway_pid else []
@@ -290,7 +301,10 @@ def stack_cpu_sampler(stack, service: str, proc: Path = PROC) -> CpuSampler:
                 "others": {r.name: replica_cpu(r, proc) for r in replicas if r.service != service},
                 "gateway": {"cpu_s": sum(process_cpu_seconds(p, proc) for p in gateway_tree),
                             "workers": max(1, len(gateway_tree) - 1)},
-                "loadgen": own_cpu_seconds(), "machine": machine_cpu_seconds(proc)}
+                "servers": {name: sum(process_cpu_seconds(p, proc) for p in process_tree(pid, proc))
+                            for name, pid in servers.items()},
+                "loadgen": own_cpu_seconds(), "machine": machine_cpu_seconds(proc),
+                "interrupts": interrupt_cpu_seconds(proc)}
     return sample
 
 
@@ -320,6 +334,9 @@ def cpu_usage(before: dict, after: dict, cores: int, loadgen_processes: int = 1)
     gateway = _rate(before["gateway"], after["gateway"], wall)
     loadgen = round(max(0.0, after["loadgen"] - before["loadgen"]) / wall, 3)
     machine = round(max(0.0, after["machine"] - before["machine"]) / wall, 3)
+    servers = {name: round(max(0.0, seconds - before.get("servers", {}).get(name, seconds)) / wall, 3)
+               for name, seconds in after.get("servers", {}).items()}
+    interrupts = round(max(0.0, after.get("interrupts", 0.0) - before.get("interrupts", 0.0)) / wall, 3)
     throttled = [t for t in (_throttled(before["replicas"][n], after["replicas"][n]) for n in names) if t is not None]
     return {"wall_s": round(wall, 2), "cores": cores, "replicas": len(names),
             "quota_cpus": None if None in quotas else round(sum(quotas), 3), "available_cpus": round(available, 3),
@@ -328,9 +345,11 @@ def cpu_usage(before: dict, after: dict, cores: int, loadgen_processes: int = 1)
             if throttled else None,
             "methods": sorted({after["replicas"][n]["method"] for n in names}), "others": others,
             "gateway_cpus": gateway, "gateway_workers": after["gateway"]["workers"], "loadgen_cpus": loadgen,
-            "loadgen_processes": loadgen_processes, "machine_busy_cpus": machine,
-            "other_processes_cpus": round(max(0.0, machine - used - gateway - loadgen
-                                              - sum(o["used_cpus"] for o in others.values())), 3)}
+            "loadgen_processes": loadgen_processes, "machine_busy_cpus": machine, "servers_cpus": servers,
+            "interrupts_cpus": interrupts,
+            "other_processes_cpus": round(max(0.0, machine - used - gateway - loadgen - interrupts
+                                              - sum(o["used_cpus"] for o in others.values())
+                                              - sum(servers.values())), 3)}
 
 
 def cpu_told(cpu: dict) -> str:
@@ -370,9 +389,13 @@ def baseline_check(cpu: dict | None) -> dict:
     # the machine is used up when its cores are, or when less than half the CPU the replicas were allowed
     # but did not use was idle on it (unlimited replicas share the cores with everything else)
     if cpu["machine_busy_cpus"] >= SATURATED * cpu["cores"] or idle < (available - used) / 2:
+        servers = "".join(f", {name} {value:.2f}" for name, value in (cpu.get("servers_cpus") or {}).items())
+        interrupts = f", interrupts {cpu['interrupts_cpus']:.2f}" if cpu.get("interrupts_cpus") is not None else ""
+        neighbours = sum(o["used_cpus"] for o in cpu["others"].values())
         found.append(f"the machine ({cpu['machine_busy_cpus']:.2f} of {cpu['cores']} cores busy, {idle:.2f} idle "
-                     f"of the {available - used:.2f} CPU the replicas left unused: replicas {used:.2f}, gateway "
-                     f"{cpu['gateway_cpus']:.2f}, load generator {cpu['loadgen_cpus']:.2f}, other processes "
+                     f"of the {available - used:.2f} CPU the replicas left unused: replicas {used:.2f}, other "
+                     f"replicas {neighbours:.2f}, gateway {cpu['gateway_cpus']:.2f}, load generator "
+                     f"{cpu['loadgen_cpus']:.2f}{servers}{interrupts}, other processes "
                      f"{cpu['other_processes_cpus']:.2f})")
     if found:
         return {"cpu_bound": False, "external": True, "limited_by": "; ".join(found),

@@ -86,6 +86,11 @@ def test_cpu_available_is_the_sum_of_quotas_capped_by_the_cores_and_used_is_per_
     assert usage["loadgen_cpus"] == 0.3 and usage["gateway_cpus"] == 0.2 and usage["machine_busy_cpus"] == 1.8
     assert usage["others"]["user-1"]["used_cpus"] == 0.1
     assert usage["other_processes_cpus"] == round(1.8 - 0.96 - 0.2 - 0.3 - 0.1, 3)
+    before.update(servers={"memcached": 1.0}, interrupts=5.0)
+    after.update(servers={"memcached": 2.0}, interrupts=6.0)
+    split = platform.cpu_usage(before, after, cores=2)
+    assert split["servers_cpus"] == {"memcached": 0.1} and split["interrupts_cpus"] == 0.1
+    assert split["other_processes_cpus"] == round(1.8 - 0.96 - 0.2 - 0.3 - 0.1 - 0.1 - 0.1, 3)
     capped = platform.cpu_usage(sample(0, {f"c-{i}": (0.0, 1.0) for i in range(4)}),
                                 sample(1, {f"c-{i}": (0.5, 1.0) for i in range(4)}), cores=2)
     assert capped["quota_cpus"] == 4.0 and capped["available_cpus"] == 2.0  # 4 quotas of 1 CPU on 2 cores
@@ -178,7 +183,8 @@ def test_the_local_sampler_reads_limited_replicas_from_their_cgroup_and_others_f
     write_proc(proc, 30, 1, 0, 0)  # nginx master
     write_proc(proc, 31, 30, 3 * TICK, 0)
     write_proc(proc, 32, 30, TICK, 0)
-    (proc / "stat").write_text(f"cpu  {10 * TICK} 0 0 {5 * TICK} 0 0 0 0 0 0\n")
+    write_proc(proc, 40, 1, 2 * TICK, TICK)  # memcached
+    (proc / "stat").write_text(f"cpu  {10 * TICK} 0 0 {5 * TICK} 0 {TICK} {2 * TICK} 0 0 0\n")
     group = tmp_path / "cg"
     group.mkdir()
     (group / "cpuacct.usage").write_text("4000000000")
@@ -187,12 +193,13 @@ def test_the_local_sampler_reads_limited_replicas_from_their_cgroup_and_others_f
         replicas={"catalog-1": replica(name="catalog-1", service="catalog", proc=replica(pid=10),
                                        cpu=CpuLimit(0.25, str(group), True, "cgroup v1")),
                   "user-1": replica(name="user-1", service="user", proc=replica(pid=20), cpu=CpuLimit(None))},
-        infra={"gateway": {"proc": {"pid": 30}}})
+        infra={"gateway": {"proc": {"pid": 30}}, "memcached": {"proc": {"pid": 40}}})
     found = platform.stack_cpu_sampler(stack, "catalog", proc)()
     assert found["replicas"] == {"catalog-1": {"cpu_s": 4.0, "method": "cgroup v1 cpuacct.usage", "periods": None,
                                                "throttled": None, "quota_cpus": 0.25}}
     assert found["others"]["user-1"]["cpu_s"] == 3.0 and found["others"]["user-1"]["quota_cpus"] is None
-    assert found["gateway"] == {"cpu_s": 4.0, "workers": 2} and found["machine"] == 10.0
+    assert found["gateway"] == {"cpu_s": 4.0, "workers": 2} and found["machine"] == 13.0
+    assert found["servers"] == {"memcached": 3.0} and found["interrupts"] == 3.0
 
 
 def test_the_most_any_step_served_is_compared_beside_the_answer():
