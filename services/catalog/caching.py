@@ -59,7 +59,16 @@ class Served:
         return Response(self.body, mimetype="application/json", headers={"X-Cache": self.status})
 
 
-_encode = msgspec.json.Encoder().encode  # compact UTF-8 JSON, keys in the order the builder made them
+def _plain(value: Any) -> Any:
+    """What msgspec does not encode itself: the database's subclasses of int (a price above 2³¹
+    cents comes back as bson's Int64)."""
+    if isinstance(value, int):
+        return int(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+# compact UTF-8 JSON, keys in the order the builder made them
+_encode = msgspec.json.Encoder(enc_hook=_plain).encode
 
 
 class _KnownDependencies:

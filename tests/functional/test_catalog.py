@@ -166,6 +166,13 @@ def test_create_product_accepts_the_longest_allowed_values(gateway, seller):
     created = response.json()
     assert created["name"] == "n" * 120 and len(created["description"]) == 5000
     assert created["tags"] == body["tags"] and created["price_cents"] == 10_000_000_000
+    # Read back, miss then hit: a price this large is a 64-bit integer in the database.
+    for _ in range(2):
+        page = page_of(gateway, created["id"])
+        assert page.status_code == 200, page.text
+        assert page.json()["product"]["price_cents"] == 10_000_000_000
+        listed = listing(gateway, category=category, sort="price_desc")
+        assert [item["price_cents"] for item in listed["items"]] == [10_000_000_000]
 
 
 def test_whole_number_floats_are_integers_as_json_schema_says(gateway, seller):

@@ -405,7 +405,8 @@ def test_report_from_run_and_capacity_results(tmp_path):
     out = tmp_path / "report"
     files = report.build([tmp_path / "run", tmp_path / "capacity.json"], out)
     assert files["html"].exists() and files["markdown"].exists()
-    assert len(files["plots"]) == 3
+    assert [p.name.split("-", 1)[1] for p in files["plots"]] == ["percentiles.png", "timeline.png", "capacity.png",
+                                                                   "routes.png"]
     for plot in files["plots"]:
         width, height = _png_size(plot)
         assert width >= 400 and height >= 200
@@ -417,7 +418,7 @@ def test_report_from_run_and_capacity_results(tmp_path):
     for plot in files["plots"]:
         assert f"({plot.name})" in markdown and f"src='{plot.name}'" in page
     assert "knee" in markdown and "Capacity" in markdown
-    assert page.count("<p class='caption'>") == 3
+    assert page.count("<p class='caption'>") == 4
 
 
 def test_report_refuses_files_that_are_not_results(tmp_path):

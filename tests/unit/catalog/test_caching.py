@@ -9,6 +9,7 @@ import datetime as dt
 import json
 
 import pytest
+from bson import Int64
 from flask import Flask
 
 from services.catalog import caching, product_page
@@ -246,6 +247,14 @@ def test_an_entry_holds_the_json_body_a_hit_sends_as_it_is(cache, db):
     assert hit.status == "hit" and hit.body == built.body
     response = hit.response()
     assert response.mimetype == "application/json" and response.get_data() == built.body
+
+
+def test_prices_the_database_returns_as_int64_are_encoded_as_numbers(cache):
+    # A price above 2**31 cents comes back from the database as bson's Int64 (an int subclass);
+    # CI once answered a 500 for the list sorted by price, where such a product came first.
+    big = Int64(100_000_000_00)
+    served = read_through(cache, PRODUCT_LIST, QUERY, BOTH, lambda deps: {"items": [{"price_cents": big}]})
+    assert json.loads(served.body) == {"items": [{"price_cents": 10_000_000_000}]}
 
 
 def test_an_entry_of_the_earlier_format_is_a_miss_never_an_error(cache, db):
