@@ -4,6 +4,7 @@
 #
 #   .cache/venv/            Python virtualenv with requirements-dev.txt
 #   .cache/debian/          memcached and nginx, unpacked from Debian's packages
+#   .cache/prometheus/      Debian's Prometheus and its nginx exporter, unpacked (pinned versions)
 #   .cache/mongo/           the local database: mongo-java-server jars (Maven, stack/mongo/pom.xml)
 #                           and our launcher and secondary indexes compiled from stack/mongo/*.java
 #   .cache/bin/ferretdb     FerretDB 1.x (SQLite backend), built with `go install`: the previous
@@ -17,7 +18,7 @@
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
 # current does nothing and takes seconds.
-# Usage: stack/install.sh [venv|debian|mongo|ferretdb|kafka|helm|actionlint]...
+# Usage: stack/install.sh [venv|debian|prometheus|mongo|ferretdb|kafka|helm|actionlint]...
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -85,6 +86,21 @@ install_debian() {
     if ldd "${bins[@]}" | grep 'not found'; then die "libraries still missing (above)"; fi
   fi
   stamp_write debian "$0"
+}
+
+# Debian's Prometheus and its nginx exporter (the gateway's stub_status as metrics), unpacked like
+# memcached and nginx into a folder of their own: the stack runs them as processes (stack/monitoring.py).
+# Both are Go programs that need nothing but the C library.
+PROMETHEUS_PACKAGES=(prometheus=2.42.0+ds-5+deb12u1 prometheus-nginx-exporter=0.11.0-1+b4)
+install_prometheus() {
+  local root="$CACHE/prometheus"
+  local bins=("$root/usr/bin/prometheus" "$root/usr/bin/prometheus-nginx-exporter")
+  if [[ -x ${bins[0]} && -x ${bins[1]} ]] && stamp_ok prometheus <(printf '%s\n' "${PROMETHEUS_PACKAGES[@]}"); then return; fi
+  command -v apt-get >/dev/null || die "apt-get is needed to fetch ${PROMETHEUS_PACKAGES[*]}"
+  unpack_debian_packages "$root" "${PROMETHEUS_PACKAGES[@]}"
+  if ldd "${bins[@]}" 2>/dev/null | grep 'not found'; then die "libraries of Prometheus missing (above)"; fi
+  "${bins[0]}" --version 2>&1 | head -n 1 >&2
+  stamp_write prometheus <(printf '%s\n' "${PROMETHEUS_PACKAGES[@]}")
 }
 
 install_ferretdb() {
@@ -207,19 +223,20 @@ install_postgresql() {
 }
 
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian mongo ferretdb kafka helm actionlint)
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian prometheus mongo ferretdb kafka helm actionlint)
 start=$(date +%s)
 for part in "${parts[@]}"; do
   case "$part" in
     venv) install_venv ;;
     debian) install_debian ;;
+    prometheus) install_prometheus ;;
     mongo) install_mongo ;;
     ferretdb) install_ferretdb ;;
     kafka) install_kafka ;;
     helm) install_helm ;;
     actionlint) install_actionlint ;;
     postgresql) install_postgresql ;;
-    *) die "unknown part '$part' (venv, debian, mongo, ferretdb, kafka, helm, actionlint, postgresql)" ;;
+    *) die "unknown part '$part' (venv, debian, prometheus, mongo, ferretdb, kafka, helm, actionlint, postgresql)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"
