@@ -46,6 +46,7 @@ def _print_welcome(layout: Layout) -> None:
     print(f"""
 Scaleshop is up. Gateway: {url}
 (The services reach the user service at {layout.user_service_url}, the gateway's internal listener.)
+Prometheus: {layout.prometheus_url} (every replica, the workers and the gateway, every {servers.SCRAPE_INTERVAL_S} s)
 
 Try:
   curl -s -X POST {url}/v1/users -H 'Content-Type: application/json' \\
@@ -57,6 +58,7 @@ Try:
   make status                 every replica, its port, pid and health
   make scale SERVICE=user N=4 more replicas, no failed request
   make logs SERVICE=user-1    one replica's JSON logs
+  curl -s '{layout.prometheus_url}/api/v1/query?query=up'   what Prometheus scrapes, per service and replica
   make down                   stop everything (data is kept for the next make up)
 """)
 
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     scale = sub.add_parser("scale", help="start or drain replicas")
     scale.add_argument("replicas", nargs="+", metavar="SERVICE=N")
     logs = sub.add_parser("logs", help="print logs")
-    logs.add_argument("name", nargs="?", help="replica (user-1), service (user) or server (kafka, gateway, ...)")
+    logs.add_argument("name", nargs="?",
+                      help="replica (user-1), service (user) or server (kafka, gateway, prometheus, ...)")
     logs.add_argument("-n", "--lines", type=int, default=50)
     logs.add_argument("-f", "--follow", action="store_true")
     args = parser.parse_args(argv)

@@ -29,8 +29,10 @@ from .layout import (
 )
 from .procs import Proc, StackError, http_status, listening, require_free, spawn, wait_http, wait_port
 
-INFRA = ("database", "memcached", "kafka", "gateway")
-STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20}
+INFRA = ("database", "memcached", "kafka", "gateway", "nginx-exporter", "prometheus")
+# Monitoring: started after the gateway, whose counters the exporter reads, and stopped first.
+MONITORING = ("nginx-exporter", "prometheus")
+STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20, "nginx-exporter": 5, "prometheus": 30}
 # mongo-java-server reads its whole file and rebuilds its indexes (unique and secondary, kept in
 # memory) before it listens: seconds at 10,000 products, more on a big or busy machine's file.
 DATABASE_START_S = 120
@@ -187,8 +189,9 @@ class Stack:
         wait_http(f"{self.layout.gateway_url}/healthz", 15, proc, "gateway (nginx)")
 
     def _gateway_ports(self) -> dict[str, int]:
-        """The gateway's listeners: the public one and the user service's internal address."""
-        return {"gateway": self.layout.gateway_port, "gateway user-service": self.layout.user_service_port}
+        """The gateway's listeners: the public one, the user service's internal address, its stub_status."""
+        return {"gateway": self.layout.gateway_port, "gateway user-service": self.layout.user_service_port,
+                "gateway status": self.layout.gateway_status_port}
 
     def _reload_gateway(self, master: Proc) -> None:
         """SIGHUP: nginx starts workers with the new config; old ones finish their requests."""
@@ -201,6 +204,26 @@ class Stack:
                 return
             time.sleep(0.05)
         raise StackError("nginx did not finish reloading within 30s; see the gateway log")
+
+    # ---- monitoring ----------------------------------------------------------------------
+
+    def _write_scrape_targets(self, exclude: Set[str] = frozenset()) -> None:
+        """Prometheus' discovery file: every live replica but `exclude`, and the nginx exporter."""
+        servers.write_scrape_targets(self.layout, [(r.service, r.index) for r in self.replicas.values()
+                                                   if r.proc.alive() and r.name not in exclude])
+
+    def _start_monitoring(self) -> None:
+        """Start the nginx exporter and Prometheus where they are not running (the gateway runs)."""
+        lay = self.layout
+        if not self.server_alive("nginx-exporter"):
+            self.log(f"starting the nginx exporter on {lay.nginx_exporter_port}")
+            self._spawn_infra("nginx-exporter", servers.nginx_exporter_command(lay), lay.nginx_exporter_port)
+        if not self.server_alive("prometheus"):
+            self.log(f"starting Prometheus on {lay.prometheus_port}")
+            servers.write_prometheus_config(lay)
+            self._spawn_infra("prometheus", servers.prometheus_command(lay), lay.prometheus_port)
+        wait_port(lay.nginx_exporter_port, 15, self._infra_proc("nginx-exporter"), "the nginx exporter")
+        wait_http(f"{lay.prometheus_url}/-/ready", 60, self._infra_proc("prometheus"), "Prometheus")
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -226,6 +249,7 @@ class Stack:
         ports = {
             "database": lay.db_port, "memcached": lay.memcached_port, "kafka": lay.kafka_port,
             "kafka controller": lay.kafka_controller_port, **self._gateway_ports(),
+            "nginx-exporter": lay.nginx_exporter_port, "prometheus": lay.prometheus_port,
         }
         require_free({name: port for name, port in ports.items()
                       if not self.server_alive(name.split()[0])})
@@ -251,6 +275,8 @@ class Stack:
         for replica in started:
             self._wait_replica(replica)
         self._start_or_reload_gateway()
+        self._write_scrape_targets()
+        self._start_monitoring()
 
     def _spawn_infra(self, name: str, argv: list[str], port: int) -> None:
         proc = spawn(argv, self.layout.log_file(name))
@@ -295,10 +321,12 @@ class Stack:
                 self._wait_replica(replica)
             if service in HTTP_SERVICES:
                 self._start_or_reload_gateway()
+            self._write_scrape_targets()
         elif count < len(current):
             leaving = current[count:]
             if service in HTTP_SERVICES:  # out of the gateway first, so no new request reaches them
                 self._start_or_reload_gateway(exclude={r.name for r in leaving})
+            self._write_scrape_targets(exclude={r.name for r in leaving})  # and out of Prometheus' targets
             for replica in leaving:  # then SIGTERM: gunicorn finishes its in-flight requests
                 self.log(f"draining {replica.name}")
                 self._stop_replica(replica)
@@ -310,16 +338,18 @@ class Stack:
         """
         replica = self._start_replica(service, index, settings)
         self._wait_replica(replica)
+        self._write_scrape_targets()
         return replica
 
     def stop_extra_replica(self, name: str) -> None:
         if name in self.replicas:
+            self._write_scrape_targets(exclude={name})
             self._stop_replica(self.replicas[name])
 
     def stop_server(self, name: str) -> None:
         """Stop one of the servers (database, memcached, kafka), as a fault to recover from."""
         proc = self._infra_proc(name)
-        if name not in STOP_TIMEOUT or name == "gateway":
+        if name not in ("database", "memcached", "kafka"):
             raise StackError(f"unknown server '{name}' (database, memcached or kafka)")
         if proc is not None:
             self.log(f"stopping {name}")
@@ -346,7 +376,9 @@ class Stack:
         wait_port(ports[name], DATABASE_START_S if name == "database" else 90, self._infra_proc(name), name)
 
     def down(self) -> None:
-        """Stop everything this stack started, by pid: gateway, replicas, then the servers."""
+        """Stop everything this stack started, by pid: monitoring, gateway, replicas, then the servers."""
+        for name in MONITORING:
+            self._stop_infra(name)
         gateway = self._infra_proc("gateway")
         if gateway is not None:
             self.log("stopping gateway")
@@ -359,12 +391,15 @@ class Stack:
             self.log(f"stopping {replica.name}")
             self._stop_replica(replica)
         for name in ("kafka", "memcached", "database"):
-            proc = self._infra_proc(name)
-            if proc is not None:
-                self.log(f"stopping {name}")
-                proc.stop(STOP_TIMEOUT[name])
-                self.infra.pop(name, None)
-                self._save()
+            self._stop_infra(name)
+
+    def _stop_infra(self, name: str) -> None:
+        proc = self._infra_proc(name)
+        if proc is not None:
+            self.log(f"stopping {name}")
+            proc.stop(STOP_TIMEOUT[name])
+            self.infra.pop(name, None)
+            self._save()
 
     def status(self) -> list[dict]:
         rows = []
@@ -375,6 +410,9 @@ class Stack:
             health = "-"
             if alive and name == "gateway":
                 health = _health(f"{self.layout.gateway_url}/healthz")
+            elif alive and name == "prometheus":
+                status = http_status(f"{self.layout.prometheus_url}/-/ready")
+                health = "ready" if status == 200 else f"not ready ({status or 'no answer'})"
             elif alive and entry is not None:  # entry is set whenever alive
                 health = "listening" if listening(entry["port"]) else "not listening"
             rows.append({"name": name, "port": entry["port"] if entry else None, "pid": proc.pid if proc else None,

@@ -19,8 +19,10 @@ DEFAULT_REPLICAS = {"user": 2, "catalog": 2, "worker": 2}
 MAX_REPLICAS = 50
 
 # The ports of a stack at offset 0: its servers', and each service's replica i on base + i.
-SERVER_PORTS = {"gateway": 8080, "user-service": 8081, "kafka": 9092, "kafka-controller": 9093,
-                "memcached": 11211, "database": 27017}
+# gateway-status: the gateway's stub_status listener, read only by the nginx exporter.
+SERVER_PORTS = {"gateway": 8080, "user-service": 8081, "gateway-status": 8082, "prometheus": 9090,
+                "nginx-exporter": 9091, "kafka": 9092, "kafka-controller": 9093, "memcached": 11211,
+                "database": 27017}
 REPLICA_BASE_PORTS = {"user": 8100, "catalog": 8200, "worker": 8300}
 # A MongoDB-wire server started beside a stack's own, + the stack's offset (the storage tests' FerretDB).
 SIDE_DB_PORT = 27018
@@ -88,6 +90,19 @@ class Layout:
         return SERVER_PORTS["user-service"] + self.port_offset
 
     @property
+    def gateway_status_port(self) -> int:
+        """The gateway's stub_status listener (nginx's connection counters), for the nginx exporter only."""
+        return SERVER_PORTS["gateway-status"] + self.port_offset
+
+    @property
+    def prometheus_port(self) -> int:
+        return SERVER_PORTS["prometheus"] + self.port_offset
+
+    @property
+    def nginx_exporter_port(self) -> int:
+        return SERVER_PORTS["nginx-exporter"] + self.port_offset
+
+    @property
     def db_port(self) -> int:
         return SERVER_PORTS["database"] + self.port_offset
 
@@ -130,6 +145,10 @@ class Layout:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
     def user_service_url(self) -> str:

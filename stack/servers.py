@@ -1,8 +1,11 @@
-"""How to run each real server of the local stack: memcached, the database, Kafka, nginx.
+"""How to run each real server of the local stack: memcached, the database, Kafka, nginx, Prometheus
+and its nginx exporter.
 
 Each `*_command` returns the argv for one server, built from the stack's Layout and
 the binaries that stack/install.sh put in the cache folder. nginx's configuration is the
-chart's gateway configuration, rendered by helm with the local stack's values.
+chart's gateway configuration, rendered by helm with the local stack's values. Prometheus'
+configuration and its file-based discovery targets are derived from the Layout and the
+running replicas.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 
-from .layout import REPO, Layout
+from .layout import REPO, SERVICES, Layout
 from .procs import StackError
 
 KAFKA_HEAP = "-Xmx384m"
@@ -227,6 +231,7 @@ def gateway_values(layout: Layout, upstreams: dict[str, list[int]]) -> dict:
     return {"gateway": {
         "listen": f"127.0.0.1:{layout.gateway_port}",
         "userServiceListen": f"127.0.0.1:{layout.user_service_port}",
+        "statusListen": f"127.0.0.1:{layout.gateway_status_port}",
         "upstreamServers": {service: [f"127.0.0.1:{port}" for port in ports] for service, ports in upstreams.items()},
         "runDir": str(layout.run_dir / "nginx"),
         "errorLog": str(layout.log_dir / "gateway.error.log"),
@@ -267,3 +272,92 @@ def write_nginx_config(layout: Layout, upstreams: dict[str, list[int]]) -> None:
     if result.returncode != 0:
         raise StackError(f"nginx rejected its configuration ({candidate}):\n{result.stderr}")
     candidate.replace(conf)
+
+
+# ---- Prometheus and the nginx exporter -----------------------------------------------------
+# Debian's packages, unpacked by stack/install.sh. Prometheus finds its targets in a file
+# (file-based discovery) that the stack rewrites on `up` and on every `scale`; it reads the file
+# again as soon as it changes. Its TSDB is in the data folder, kept across `down`/`up`.
+
+PROMETHEUS_ROOT = "prometheus/usr/bin"  # under the cache folder
+SCRAPE_INTERVAL_S = 2
+SCRAPE_JOB = "scaleshop"
+PROMETHEUS_RETENTION = "7d"
+# The scrape target of the nginx exporter: the gateway's counters, labelled like a replica.
+GATEWAY_TARGET_LABELS = {"service": "gateway", "replica": "gateway"}
+
+
+def prometheus_dir(layout: Layout) -> Path:
+    """Prometheus' configuration and its discovery targets (rewritten at every start)."""
+    return layout.run_dir / "prometheus"
+
+
+def prometheus_config_file(layout: Layout) -> Path:
+    return prometheus_dir(layout) / "prometheus.yml"
+
+
+def scrape_targets_file(layout: Layout) -> Path:
+    return prometheus_dir(layout) / "targets.json"
+
+
+def prometheus_data_dir(layout: Layout) -> Path:
+    return layout.data_dir / "prometheus"
+
+
+def prometheus_config(layout: Layout) -> dict:
+    """Prometheus' configuration: every SCRAPE_INTERVAL_S, the targets of `scrape_targets_file`."""
+    interval = f"{SCRAPE_INTERVAL_S}s"
+    return {
+        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "scrape_configs": [{
+            "job_name": SCRAPE_JOB,
+            "file_sd_configs": [{"files": [str(scrape_targets_file(layout))]}],
+            # The services label their series with `service` too, the same value as the target's
+            # label: Prometheus keeps the target's and would add theirs as `exported_service`.
+            "metric_relabel_configs": [{"action": "labeldrop", "regex": "exported_service"}],
+        }],
+    }
+
+
+def scrape_targets(layout: Layout, replicas: Iterable[tuple[str, int]]) -> list[dict]:
+    """File-based discovery's target groups: each replica (service, index) on its port, labelled with
+    its service and replica name, then the nginx exporter (the gateway)."""
+    ordered = sorted(replicas, key=lambda replica: (SERVICES.index(replica[0]), replica[1]))
+    groups = [{"targets": [f"127.0.0.1:{layout.replica_port(service, index)}"],
+               "labels": {"service": service, "replica": f"{service}-{index}"}} for service, index in ordered]
+    groups.append({"targets": [f"127.0.0.1:{layout.nginx_exporter_port}"], "labels": dict(GATEWAY_TARGET_LABELS)})
+    return groups
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it over `path`: a reader sees the old or the new."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def write_scrape_targets(layout: Layout, replicas: Iterable[tuple[str, int]]) -> None:
+    _write_atomically(scrape_targets_file(layout), json.dumps(scrape_targets(layout, replicas), indent=2) + "\n")
+
+
+def write_prometheus_config(layout: Layout) -> None:
+    config = yaml.safe_dump(prometheus_config(layout), sort_keys=False)
+    _write_atomically(prometheus_config_file(layout), f"# Written by the local stack (stack/servers.py).\n{config}")
+
+
+def prometheus_command(layout: Layout) -> list[str]:
+    binary = _need(layout.cache_dir / PROMETHEUS_ROOT / "prometheus", "Prometheus")
+    data = prometheus_data_dir(layout)
+    data.mkdir(parents=True, exist_ok=True)
+    return [binary, f"--config.file={prometheus_config_file(layout)}", f"--storage.tsdb.path={data}",
+            f"--storage.tsdb.retention.time={PROMETHEUS_RETENTION}",
+            f"--web.listen-address=127.0.0.1:{layout.prometheus_port}", "--log.level=warn"]
+
+
+def nginx_exporter_command(layout: Layout) -> list[str]:
+    """The exporter of the gateway's stub_status listener (any path answers it: gateway.statusListen)."""
+    binary = _need(layout.cache_dir / PROMETHEUS_ROOT / "prometheus-nginx-exporter", "the nginx exporter")
+    return [binary, f"-nginx.scrape-uri=http://127.0.0.1:{layout.gateway_status_port}/stub_status",
+            f"-web.listen-address=127.0.0.1:{layout.nginx_exporter_port}", "-nginx.retries=10",
+            "-nginx.retry-interval=1s"]

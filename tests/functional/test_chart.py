@@ -684,10 +684,13 @@ def test_only_the_local_gateway_has_the_internal_user_address(tmp_path):
     from stack import servers
 
     layout = local_layout(tmp_path)
-    (edge, internal) = nginx_servers(servers.nginx_config(layout, {"user": [8101], "catalog": [8201]}))
+    (edge, internal, status) = nginx_servers(servers.nginx_config(layout, {"user": [8101], "catalog": [8201]}))
     assert f"listen 127.0.0.1:{layout.gateway_port} " in edge and "proxy_pass http://catalog" in edge
     assert f"listen 127.0.0.1:{layout.user_service_port} " in internal
     assert re.findall(r"proxy_pass (\S+);", internal) == ["http://user"]
+    # The third, the nginx exporter's stub_status (gateway.statusListen), proxies nowhere.
+    assert f"listen 127.0.0.1:{layout.gateway_status_port};" in status
+    assert "stub_status" in status and "proxy_pass" not in status and "stub_status" not in edge + internal
     assert layout.user_service_url == f"http://127.0.0.1:{layout.user_service_port}" != layout.gateway_url
 
     (chart_edge,) = nginx_servers(chart_nginx_conf(render()))
