@@ -12,8 +12,8 @@ import requests
 from stack import servers
 from stack.control import Stack
 
-# File-based discovery: Prometheus sees the rewritten file at once, its discovery manager hands
-# changes on at most every 5 s, then the first scrape comes within one interval (2 s).
+# File-based discovery: Prometheus sees the rewritten file at once; its discovery manager and then
+# its scrape manager pass changes on in steps of 5 s each, then the first scrape comes within 2 s.
 DISCOVERY_WAIT_S = 30
 QUERY_WAIT_S = 20
 
