@@ -13,12 +13,13 @@
 #   .cache/bin/helm         Helm 3, built with `go install` (the local gateway's nginx.conf, chart checks, kind-up)
 #   .cache/bin/actionlint   actionlint, built with `go install`, and Debian's shellcheck (system-wide):
 #                           they check the users' CI workflow (.github/workflows/cluster.yml)
+#   chromium (system-wide)  Debian's Chromium, driven headless by Playwright (venv) in the browser tests
 #   .cache/postgresql/      Debian's PostgreSQL 15, unpacked: only for `make bench` (FerretDB on
 #                           PostgreSQL); not a default part, `make bench` asks for it
 #
 # Each part records a stamp of its inputs; a second run that finds every stamp
 # current does nothing and takes seconds.
-# Usage: stack/install.sh [venv|debian|prometheus|mongo|ferretdb|kafka|helm|actionlint]...
+# Usage: stack/install.sh [venv|debian|prometheus|mongo|ferretdb|kafka|helm|actionlint|browser]...
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -222,8 +223,23 @@ install_postgresql() {
   stamp_write postgresql <(echo "postgresql-$PG_MAJOR")
 }
 
+# Debian's Chromium for the browser tests (Playwright from the venv drives it headless; Playwright's
+# own browser download is never used). Installed system-wide: a browser needs dozens of libraries.
+# Debian keeps only the current security release of chromium, so the package is not pinned;
+# the version in use is logged.
+install_browser() {
+  if ! command -v chromium >/dev/null; then
+    command -v apt-get >/dev/null || die "apt-get is needed to install chromium (the browser tests)"
+    log "installing Debian's chromium for the browser tests"
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null \
+      || die "could not install chromium"
+    chromium --version >&2
+  fi
+}
+
 parts=("$@")
-[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian prometheus mongo ferretdb kafka helm actionlint)
+[[ ${#parts[@]} -gt 0 ]] || parts=(venv debian prometheus mongo ferretdb kafka helm actionlint browser)
 start=$(date +%s)
 for part in "${parts[@]}"; do
   case "$part" in
@@ -236,7 +252,8 @@ for part in "${parts[@]}"; do
     helm) install_helm ;;
     actionlint) install_actionlint ;;
     postgresql) install_postgresql ;;
-    *) die "unknown part '$part' (venv, debian, prometheus, mongo, ferretdb, kafka, helm, actionlint, postgresql)" ;;
+    browser) install_browser ;;
+    *) die "unknown part '$part' (venv, debian, prometheus, mongo, ferretdb, kafka, helm, actionlint, browser, postgresql)" ;;
   esac
 done
 log "ready in $(( $(date +%s) - start ))s (cache: $CACHE)"

@@ -21,6 +21,7 @@ from pymongo import MongoClient
 
 from stack.control import Stack
 from stack.layout import REPO, TEST_PORT_OFFSET, TEST_SECOND_STACK_SHIFT, Layout
+from tests.functional.browser import browser, browser_page  # noqa: F401  (the page tests' fixtures)
 
 PORT_OFFSET = int(os.environ.get("SCALESHOP_TEST_PORT_OFFSET", TEST_PORT_OFFSET))
 # The ports of a second stack, for tests that need its layout but never start it.
