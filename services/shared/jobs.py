@@ -15,14 +15,15 @@ When every part has ended, `finish_split` gives the parent its status and one re
 from the parts'.
 
 A job, its parts and its payload are read and changed by `_id` alone (only the outbox scan,
-`unpublished`, filters on other fields): the `_id` index is the one every server uses.
+`unpublished`, filters on other fields, and the metrics' `count_by_state` groups the whole
+collection): the `_id` index is the one every server uses.
 """
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import zstandard
@@ -164,6 +165,14 @@ def unpublished(db: Database, older_than_s: float, limit: int = 100) -> list[dic
     cutoff = now() - dt.timedelta(seconds=older_than_s)
     return list(db[JOBS].find({"published": False, "created_at": {"$lt": cutoff}}, {"type": 1, "parent": 1, "part": 1})
                 .sort([("created_at", ASCENDING)]).limit(limit))
+
+
+def count_by_state(db: Database, types: Iterable[str] = ()) -> dict[tuple[str, str], int]:
+    """Job documents (parts included) per (type, status); every status of `types` is there, 0 if none."""
+    counts = {(job_type, state): 0 for job_type in types for state in (QUEUED, RUNNING, *FINISHED)}
+    for row in db[JOBS].aggregate([{"$group": {"_id": {"type": "$type", "status": "$status"}, "n": {"$sum": 1}}}]):
+        counts[(str(row["_id"]["type"]), str(row["_id"]["status"]))] = int(row["n"])
+    return counts
 
 
 def find_for_owner(db: Database, job_id: str, owner_id: str) -> dict | None:

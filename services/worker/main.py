@@ -34,7 +34,7 @@ from services.shared.events import TOPIC_CATALOG_EVENTS, TOPIC_JOBS
 from services.shared.logs import configure_logging
 from services.shared.metrics import render_metrics
 
-from . import runner
+from . import runner, telemetry
 from .handlers import HANDLERS
 
 log = logging.getLogger("worker")
@@ -55,6 +55,8 @@ class WorkerState:
         self.connected: dict[str, bool] = {TOPIC_JOBS: False, TOPIC_CATALOG_EVENTS: False}
         self.assigned: dict[str, list[str]] = {}
         self.current_job: str | None = None
+        self.lag = telemetry.ConsumerLag()
+        self.live_metrics: list = [self.lag]  # collectors asked at each scrape (the Worker adds jobs by state)
 
     @property
     def ready(self) -> bool:
@@ -73,7 +75,7 @@ def _probe_app(state: WorkerState, settings: Settings):
                    "assigned": sorted(p for parts in list(state.assigned.values()) for p in parts),
                    "current_job": state.current_job}
         elif path == "/metrics":
-            body, ctype = render_metrics()
+            body, ctype = render_metrics(state.live_metrics)
             start_response(status, [("Content-Type", ctype), ("X-Served-By", settings.replica_id)])
             return [body]
         else:
@@ -102,6 +104,7 @@ class Worker:
         self.mongo, self.cache, self.publisher = clients.mongo, clients.cache, clients.publisher
         self.db = self.mongo[settings.mongodb_database]
         self.indexes = dbmod.IndexSetup(self._create_indexes)
+        state.live_metrics.append(telemetry.JobsByState(lambda: jobs.count_by_state(self.db, HANDLERS)))
 
     @staticmethod
     def _create_indexes(db) -> None:
@@ -174,13 +177,16 @@ class Worker:
                 log.warning("Kafka consumer error: %s", exc)
             finally:
                 self.state.connected[topic] = False
+                self.state.lag.forget(CONSUMER_GROUPS[topic])
                 consumer.close(autocommit=False)
 
     def _poll(self, consumer: KafkaConsumer) -> dict:
-        """One poll's records by partition; the assignment is kept for /readyz."""
+        """One poll's records by partition; the assignment is kept for /readyz, the lag for /metrics
+        (measured before the batch is processed: what waits, the batch included)."""
         batches = consumer.poll(timeout_ms=500)
         self.state.assigned[consumer.config["client_id"]] = sorted(
             f"{tp.topic}/{tp.partition}" for tp in consumer.assignment())
+        self.state.lag.refresh(consumer.config["group_id"], consumer, polled=bool(batches))
         return batches
 
     def _job_loop(self, consumer: KafkaConsumer) -> None:
@@ -219,6 +225,7 @@ class Worker:
                 continue
             consumer.commit({tp: OffsetAndMetadata(records[-1].offset + 1, None, -1)
                              for tp, records in batches.items()})
+            telemetry.observe_fold_lag(event for events in lanes.values() for event in events)
             log.debug("folded %d events in %.0f ms: %s", sum(map(len, batches.values())),
                       (time.perf_counter() - started) * 1000, folded)
 

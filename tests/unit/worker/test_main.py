@@ -35,7 +35,7 @@ class ScriptedConsumer:
         self.state, self.polls = state, list(polls)
         self.commits: list[dict] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
-        self.config = {"client_id": "unit-consumer"}
+        self.config = {"client_id": "unit-consumer", "group_id": "unit-group"}
 
     def poll(self, timeout_ms: int) -> dict:
         if not self.polls:
