@@ -216,6 +216,7 @@ def kafka_create_topics(layout: Layout, timeout: float = 60) -> None:
 
 CHART = REPO / "charts" / "scaleshop"
 GATEWAY_CONFIGMAP = "templates/gateway-configmap.yaml"
+SHOP_FILES = CHART / "files" / "shop"  # the shop's static files: the local gateway serves them from the repo
 RELEASE = "scaleshop"
 
 
@@ -234,6 +235,7 @@ def gateway_values(layout: Layout, upstreams: dict[str, list[int]]) -> dict:
         "statusListen": f"127.0.0.1:{layout.gateway_status_port}",
         "upstreamServers": {service: [f"127.0.0.1:{port}" for port in ports] for service, ports in upstreams.items()},
         "runDir": str(layout.run_dir / "nginx"),
+        "shopRoot": str(SHOP_FILES),
         "errorLog": str(layout.log_dir / "gateway.error.log"),
         "accessLog": str(layout.log_dir / "gateway.access.log"),
         "accessLogBuffer": "buffer=64k flush=1s",
