@@ -1,0 +1,186 @@
+"""The shop at / (charts/scaleshop/files/shop/) in a real browser, against the test stack's gateway.
+
+Headless Debian Chromium through Playwright (tests/functional/browser.py: loopback only, uncaught
+script errors fail the test); every test also fails on a Content-Security-Policy violation. The
+journeys are the user's: sign up, sell, find by search, review, watch the product page go from a
+cache miss to a hit in "Under the hood"; import a file with bad items; a review holding markup.
+Screenshots are kept in reports/browser/<test>/.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from tests.functional.api_checks import TIMEOUT, create_product
+from tests.functional.conftest import sign_up, unique_email
+
+CSP_DIRECTIVES = {"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'"}
+
+
+def watch(page: Page, problems: list[str]) -> None:
+    """Collect CSP violations (Chromium reports them on the console) and uncaught errors of `page`."""
+    page.on("console", lambda message: problems.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+
+def hood_cache(page: Page, request: str) -> str:
+    """The X-Cache cell of the last row of "Under the hood" for `request` (e.g. "GET /v1/products/<id>")."""
+    exact = re.compile(f"^{re.escape(request)}$")
+    row = page.locator("#hood-rows tr").filter(has=page.locator("td.request", has_text=exact))
+    expect(row.last).to_be_visible()
+    return row.last.locator("td").nth(4).inner_text()
+
+
+def sign_up_in_page(page: Page, gateway: str, display_name: str) -> str:
+    email = unique_email("shopper")
+    page.goto(f"{gateway}/#/signup")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_label("Display name").fill(display_name)
+    page.get_by_role("button", name="Create my account").click()
+    # Slow on purpose: the password's hash (argon2) takes a while on a busy machine.
+    expect(page.locator("#notice")).to_contain_text(f"Welcome, {display_name}.", timeout=30_000)
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+    return email
+
+
+@pytest.fixture
+def problems(browser_page) -> list[str]:
+    found: list[str] = []
+    watch(browser_page.page, found)
+    yield found
+    assert not found, f"CSP violations or script errors: {found}"
+
+
+# ---- the page itself, without a browser ----------------------------------------------------------
+
+def test_the_shop_is_served_at_the_root_with_a_csp_and_v1_is_unchanged(gateway):
+    page = requests.get(f"{gateway}/", timeout=TIMEOUT)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert '<script type="module" src="/app.js">' in page.text and "<script>" not in page.text
+    csp = {part.strip() for part in page.headers["Content-Security-Policy"].split(";")}
+    assert CSP_DIRECTIVES <= csp and not any("unsafe" in part for part in csp), csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    script = requests.get(f"{gateway}/app.js", timeout=TIMEOUT)
+    assert script.status_code == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    assert "Content-Security-Policy" in script.headers
+    # The API answers as before: JSON from the services, the JSON 404 for paths nothing serves.
+    listing = requests.get(f"{gateway}/v1/products", timeout=TIMEOUT)
+    assert listing.status_code == 200 and listing.headers["Content-Type"].startswith("application/json")
+    assert re.match(r"^catalog-\d+$", listing.headers["X-Served-By"])
+    assert "Content-Security-Policy" not in listing.headers
+    for path in ("/v1/nothing-here", "/v1/products-x", "/nowhere", "/index.htm"):
+        missing = requests.get(f"{gateway}{path}", timeout=TIMEOUT)
+        assert missing.status_code == 404, path
+        assert missing.json()["error"]["code"] == "not_found" and missing.headers["X-Served-By"] == "gateway"
+    assert requests.get(f"{gateway}/v1/users/{'0' * 24}", timeout=TIMEOUT).json()["error"]["code"] == "not_found"
+
+
+# ---- journeys in the browser -----------------------------------------------------------------------
+
+def test_sell_find_review_and_watch_the_cache(browser_page, problems, gateway):
+    seller = browser_page.page
+    word = f"teapot{uuid.uuid4().hex[:8]}"
+    name = f"Blue {word}"
+    sign_up_in_page(seller, gateway, "Sally Seller")
+    seller.get_by_role("link", name="Sell").click()
+    seller.get_by_label("Name").fill(name)
+    seller.get_by_label("Description").fill("A blue teapot, 1 litre.")
+    seller.get_by_label("Price", exact=True).fill("24.50")
+    seller.get_by_label("Currency").fill("EUR")
+    seller.get_by_label("Category").fill("kitchen")
+    seller.get_by_label("Tags").fill("tea, blue")
+    seller.get_by_role("button", name="Put on sale").click()
+    expect(seller.get_by_role("heading", level=1)).to_have_text(name)
+    product_id = seller.url.rsplit("/", 1)[1]
+    assert hood_cache(seller, f"GET /v1/products/{product_id}") == "miss"
+    browser_page.screenshot("1-seller-product-page-miss")
+
+    # A second user, in a tab of their own (sessionStorage is per tab), finds it by search and reviews it.
+    reviewer = seller.context.new_page()
+    watch(reviewer, problems)
+    sign_up_in_page(reviewer, gateway, "Rita Reviewer")
+    reviewer.get_by_label("Search").fill(word)
+    reviewer.get_by_role("button", name="Search").click()
+    expect(reviewer.get_by_role("heading", level=1)).to_have_text(f"Results for “{word}”")
+    reviewer.get_by_role("link", name=name).click()
+    expect(reviewer.locator(".facts")).to_contain_text("Sally Seller")
+    reviewer.get_by_label("Rating").select_option("4")
+    reviewer.get_by_label("Your review").fill("Pours without a drip.")
+    reviewer.get_by_role("button", name="Publish review").click()
+    review = reviewer.locator(".review").first
+    expect(review.locator(".review-text")).to_have_text("Pours without a drip.")
+    expect(review.locator(".author")).to_have_text("Rita Reviewer")
+    expect(reviewer.locator(".rating")).to_contain_text("4.0 / 5 from 1 review")
+    reviewer.screenshot(path=str(browser_page.artifacts / "2-reviewer-sees-the-review.png"), full_page=True)
+
+    # One review per product: a second one is refused with a sentence, not a code.
+    reviewer.get_by_label("Your review").fill("Again!")
+    reviewer.get_by_role("button", name="Publish review").click()
+    expect(reviewer.get_by_role("alert")).to_have_text(
+        "You have already reviewed this product: one review per product.")
+
+    # The seller reloads: the page the reviewer's read put in the cache is a hit, and shows the review.
+    seller.reload()
+    expect(seller.locator(".review-text")).to_have_text("Pours without a drip.")
+    assert hood_cache(seller, f"GET /v1/products/{product_id}") == "hit"
+    assert seller.locator("#hood-rows tr").first.locator("td").nth(3).inner_text().startswith("catalog-")
+    browser_page.screenshot("3-seller-product-page-hit")
+    seller.set_viewport_size({"width": 390, "height": 844})
+    browser_page.screenshot("4-product-page-phone-width")
+    reviewer.close()
+
+
+def test_an_import_with_three_bad_items_shows_progress_to_the_end_and_the_errors(browser_page, problems, gateway,
+                                                                                  tmp_path):
+    page = browser_page.page
+    category = f"imp-{uuid.uuid4().hex[:8]}"
+    items: list[dict] = [{"name": f"Imported {i}", "description": "", "price_cents": 100 + i, "currency": "EUR",
+                          "category": category} for i in range(1000)]
+    items[10]["price_cents"] = -5
+    items[500]["currency"] = "euro"
+    items[999] = {"name": "no price"}
+    upload = tmp_path / "products.json"
+    upload.write_text(json.dumps(items))
+    sign_up_in_page(page, gateway, "Ivan Importer")
+    page.get_by_role("link", name="Import").click()
+    page.get_by_label(re.compile("^Products file")).set_input_files(upload)
+    page.get_by_role("button", name="Import").click()
+    expect(page.locator("#main")).to_contain_text("Import finished: 997 imported, 3 rejected.", timeout=120_000)
+    expect(page.locator(".percent")).to_have_text("100 % (1000 of 1000)")
+    assert page.locator("progress").evaluate("bar => [bar.value, bar.max]") == [1000, 1000]
+    rejected = page.locator(".rejected li")
+    expect(rejected).to_have_count(3)
+    texts = rejected.all_inner_texts()
+    assert [re.search(r"index (\d+)", text).group(1) for text in texts] == ["10", "500", "999"], texts
+    assert "price_cents" in texts[0] and "currency" in texts[1]
+    assert page.locator("#hood-rows td.request", has_text="POST /v1/imports").count() == 1
+    browser_page.screenshot("import-finished-with-3-rejected")
+    # The imported products are in the shop, counted under their category.
+    page.goto(f"{gateway}/#/?category={category}")
+    expect(page.locator(".results .hint").first).to_have_text("997 products")
+
+
+def test_a_review_with_markup_shows_as_text_and_runs_nothing(browser_page, problems, gateway):
+    seller = sign_up(gateway, display_name="Mark Up")
+    product = create_product(gateway, seller.auth, f"xss-{uuid.uuid4().hex[:8]}")
+    page = browser_page.page
+    sign_up_in_page(page, gateway, "<b>Eve</b>")
+    page.goto(f"{gateway}/#/p/{product['id']}")
+    hostile = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2"><b>bold</b>'
+    page.get_by_label("Your review").fill(hostile)
+    page.get_by_role("button", name="Publish review").click()
+    expect(page.locator(".review-text")).to_have_text(hostile)
+    expect(page.locator(".review .author")).to_have_text("<b>Eve</b>")
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#main script, #main img, #main b").count() == 0
+    browser_page.screenshot("review-with-markup-as-text")
+    # The token is in sessionStorage only: not in the address, not in a cookie.
+    token = page.evaluate("JSON.parse(sessionStorage.getItem('scaleshop.session')).token")
+    assert token and token not in page.url and not page.context.cookies()
