@@ -45,6 +45,7 @@ def _print_welcome(layout: Layout) -> None:
     url = layout.gateway_url
     print(f"""
 Scaleshop is up. Gateway: {url}
+The shop: {url}/ (open it in a browser; "Under the hood" shows what each API call cost)
 (The services reach the user service at {layout.user_service_url}, the gateway's internal listener.)
 Prometheus: {layout.prometheus_url} (every replica, the workers and the gateway, every {servers.SCRAPE_INTERVAL_S} s)
 
