@@ -13,7 +13,7 @@ import sys
 import time
 
 from . import migrate, servers
-from .control import Stack
+from .control import Stack, console_token
 from .layout import MAX_REPLICAS, SERVICES, Layout
 from .procs import StackError
 
@@ -48,6 +48,8 @@ Scaleshop is up. Gateway: {url}
 The shop: {url}/ (open it in a browser; "Under the hood" shows what each API call cost)
 (The services reach the user service at {layout.user_service_url}, the gateway's internal listener.)
 Prometheus: {layout.prometheus_url} (every replica, the workers and the gateway, every {servers.SCRAPE_INTERVAL_S} s)
+Lab console: {layout.console_url}  operator token: {console_token(layout)}
+  (watch it live, scale, switch the cache, run a load, inject faults; README "Watch it live")
 
 Try:
   curl -s -X POST {url}/v1/users -H 'Content-Type: application/json' \\

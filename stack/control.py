@@ -29,13 +29,26 @@ from .layout import (
 )
 from .procs import Proc, StackError, http_status, listening, require_free, spawn, wait_http, wait_port
 
-INFRA = ("database", "memcached", "kafka", "gateway", "nginx-exporter", "prometheus")
-# Monitoring: started after the gateway, whose counters the exporter reads, and stopped first.
-MONITORING = ("nginx-exporter", "prometheus")
-STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20, "nginx-exporter": 5, "prometheus": 30}
+INFRA = ("database", "memcached", "kafka", "gateway", "nginx-exporter", "prometheus", "console")
+# Monitoring and the lab console: started after the gateway, whose counters the exporter reads,
+# and stopped first.
+MONITORING = ("console", "nginx-exporter", "prometheus")
+STOP_TIMEOUT = {"gateway": 15, "kafka": 40, "memcached": 10, "database": 20, "nginx-exporter": 5, "prometheus": 30,
+                "console": 15}
 # mongo-java-server reads its whole file and rebuilds its indexes (unique and secondary, kept in
 # memory) before it listens: seconds at 10,000 products, more on a big or busy machine's file.
 DATABASE_START_S = 120
+
+
+def console_token(layout: Layout) -> str:
+    """The lab console's operator token, generated at the first `up` into the run folder (like the
+    AUTH secret); `make up` prints it."""
+    path = layout.run_dir / "console_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 @dataclass
@@ -222,8 +235,16 @@ class Stack:
             self.log(f"starting Prometheus on {lay.prometheus_port}")
             servers.write_prometheus_config(lay)
             self._spawn_infra("prometheus", servers.prometheus_command(lay), lay.prometheus_port)
+        if not self.server_alive("console"):
+            self.log(f"starting the lab console on {lay.console_port}")
+            console_token(lay)
+            proc = spawn(servers.console_command(lay), lay.log_file("console"), env=servers.console_env(lay), cwd=REPO)
+            self.infra["console"] = {"proc": proc.to_json(), "port": lay.console_port}
+            self._save()
         wait_port(lay.nginx_exporter_port, 15, self._infra_proc("nginx-exporter"), "the nginx exporter")
         wait_http(f"{lay.prometheus_url}/-/ready", 60, self._infra_proc("prometheus"), "Prometheus")
+        wait_http(f"http://127.0.0.1:{lay.console_port}/console/api/marks", 30, self._infra_proc("console"),
+                  "the lab console")
 
     # ---- commands ------------------------------------------------------------------------
 
@@ -250,6 +271,7 @@ class Stack:
             "database": lay.db_port, "memcached": lay.memcached_port, "kafka": lay.kafka_port,
             "kafka controller": lay.kafka_controller_port, **self._gateway_ports(),
             "nginx-exporter": lay.nginx_exporter_port, "prometheus": lay.prometheus_port,
+            "console": lay.console_port,
         }
         require_free({name: port for name, port in ports.items()
                       if not self.server_alive(name.split()[0])})
@@ -330,6 +352,35 @@ class Stack:
             for replica in leaving:  # then SIGTERM: gunicorn finishes its in-flight requests
                 self.log(f"draining {replica.name}")
                 self._stop_replica(replica)
+
+    def restart(self, service: str, settings: dict[str, str]) -> None:
+        """Give every replica of `service` new settings, one replica at a time, like a Deployment's
+        rolling update with maxSurge 1, maxUnavailable 0: a new replica with the settings starts and
+        gets ready, then the gateway and Prometheus take it instead of an old one, which drains.
+        The settings stay in the stack's state (later `scale` and `up` use them; they are the stack's
+        for every service, as PASSTHROUGH_SETTINGS are)."""
+        if service not in SERVICES:
+            raise StackError(f"unknown service '{service}' (one of: {', '.join(SERVICES)})")
+        if not self.server_alive("gateway"):
+            raise StackError("the stack is not running: `make up` first")
+        self._prune_dead()
+        self.env_overrides.update(settings)
+        self._save()
+        for old in self.service_replicas(service):
+            used = {r.index for r in self.service_replicas(service)}
+            index = next(i for i in range(1, MAX_REPLICAS + 2) if i not in used)
+            self.log(f"replacing {old.name} by {service}-{index}")
+            new = self._start_replica(service, index)
+            self._wait_replica(new)
+            if service in HTTP_SERVICES:
+                self._start_or_reload_gateway(exclude={old.name})
+            self._write_scrape_targets(exclude={old.name})
+            self._stop_replica(old)
+
+    def reload(self) -> None:
+        """Read the state file again (another process, e.g. the console, may have changed the stack)."""
+        self.infra, self.replicas = {}, {}
+        self._load()
 
     def run_extra_replica(self, service: str, index: int, settings: dict[str, str]) -> Replica:
         """Start one replica with settings of its own, outside the gateway (for experiments and tests).

@@ -20,7 +20,7 @@ MAX_REPLICAS = 50
 
 # The ports of a stack at offset 0: its servers', and each service's replica i on base + i.
 # gateway-status: the gateway's stub_status listener, read only by the nginx exporter.
-SERVER_PORTS = {"gateway": 8080, "user-service": 8081, "gateway-status": 8082, "prometheus": 9090,
+SERVER_PORTS = {"gateway": 8080, "user-service": 8081, "gateway-status": 8082, "console": 8083, "prometheus": 9090,
                 "nginx-exporter": 9091, "kafka": 9092, "kafka-controller": 9093, "memcached": 11211,
                 "database": 27017}
 REPLICA_BASE_PORTS = {"user": 8100, "catalog": 8200, "worker": 8300}
@@ -99,6 +99,11 @@ class Layout:
         return SERVER_PORTS["prometheus"] + self.port_offset
 
     @property
+    def console_port(self) -> int:
+        """The lab console (services/console), reached through the gateway's /console/."""
+        return SERVER_PORTS["console"] + self.port_offset
+
+    @property
     def nginx_exporter_port(self) -> int:
         return SERVER_PORTS["nginx-exporter"] + self.port_offset
 
@@ -145,6 +150,10 @@ class Layout:
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def console_url(self) -> str:
+        return f"{self.gateway_url}/console/"
 
     @property
     def prometheus_url(self) -> str:

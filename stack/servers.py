@@ -239,6 +239,7 @@ def gateway_values(layout: Layout, upstreams: dict[str, list[int]]) -> dict:
         "errorLog": str(layout.log_dir / "gateway.error.log"),
         "accessLog": str(layout.log_dir / "gateway.access.log"),
         "accessLogBuffer": "buffer=64k flush=1s",
+        "consoleUpstream": f"127.0.0.1:{layout.console_port}",
     }}
 
 
@@ -363,3 +364,17 @@ def nginx_exporter_command(layout: Layout) -> list[str]:
     return [binary, f"-nginx.scrape-uri=http://127.0.0.1:{layout.gateway_status_port}/stub_status",
             f"-web.listen-address=127.0.0.1:{layout.nginx_exporter_port}", "-nginx.retries=10",
             "-nginx.retry-interval=1s"]
+
+
+# ---- the lab console ----------------------------------------------------------------------
+
+def console_command(layout: Layout) -> list[str]:
+    """The console (services/console) on loopback; the gateway's /console/ reaches it."""
+    return [layout.python, "-m", "services.console"]
+
+
+def console_env(layout: Layout) -> dict[str, str]:
+    """The console's environment: the stack it drives (run folder, port offset) and its port."""
+    return {**os.environ, "SCALESHOP_RUN_DIR": str(layout.run_dir), "SCALESHOP_CACHE": str(layout.cache_dir),
+            "SCALESHOP_PORT_OFFSET": str(layout.port_offset), "PORT": str(layout.console_port),
+            "PYTHONUNBUFFERED": "1"}
