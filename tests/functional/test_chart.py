@@ -78,8 +78,9 @@ STANDARD_LABELS = (
 )
 # Workloads without a preStop hook, and why: nothing routes requests to them, so there is
 # nothing to drain (the worker leaves its consumer group on SIGTERM; mongod and the Kafka
-# broker shut down cleanly on SIGTERM within their grace period).
-NO_PRESTOP = {"worker", "mongodb", "kafka"}
+# broker shut down cleanly on SIGTERM within their grace period; Prometheus' rolling update starts
+# the new pod, which scrapes on its own, before the old one goes).
+NO_PRESTOP = {"worker", "mongodb", "kafka", "prometheus"}
 # Deployments not rolled with maxUnavailable 0, and why: two memcached pods behind one
 # Service would serve stale entries (an invalidation reaches only one), so it is Recreate.
 RECREATE = {"memcached"}
@@ -306,7 +307,8 @@ def test_every_pod_runs_hardened(objs):
         assert psc.get("runAsNonRoot") is True, where
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
         assert spec.get("enableServiceLinks") is False, where
-        if component(obj) != "loadgen":  # loadgen scales Deployments through the API
+        # loadgen scales Deployments, Prometheus discovers pods through the API (each with a Role of its own).
+        if component(obj) not in ("loadgen", "prometheus"):
             assert spec.get("automountServiceAccountToken") is False, where
         # Only the volume types the "restricted" Pod Security Standard allows.
         allowed = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "downwardAPI", "projected"}
