@@ -184,3 +184,48 @@ def test_a_review_with_markup_shows_as_text_and_runs_nothing(browser_page, probl
     # The token is in sessionStorage only: not in the address, not in a cookie.
     token = page.evaluate("JSON.parse(sessionStorage.getItem('scaleshop.session')).token")
     assert token and token not in page.url and not page.context.cookies()
+
+
+def test_profile_edit_delete_export_and_sign_in_again(browser_page, problems, gateway):
+    page = browser_page.page
+    email = sign_up_in_page(page, gateway, "Petra Profile")
+    page.get_by_role("link", name="My account").click()
+    page.get_by_label("About me").fill("I sell <i>kettles</i>.")
+    page.get_by_role("button", name="Save profile").click()
+    expect(page.locator("#main")).to_contain_text("Your profile is saved.")
+    # Sell, edit and delete a product of mine.
+    page.get_by_role("link", name="Sell").click()
+    page.get_by_label("Name").fill("Old kettle")
+    page.get_by_label("Price", exact=True).fill("10")
+    page.get_by_label("Category").fill(f"kettles-{uuid.uuid4().hex[:6]}")
+    page.get_by_role("button", name="Put on sale").click()
+    page.get_by_role("link", name="Edit this product").click()
+    page.get_by_label("Name").fill("Shiny kettle")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Shiny kettle")
+    product_path = page.url.split("#", 1)[1]
+    page.get_by_role("link", name="Edit this product").click()
+    page.get_by_role("button", name="Delete this product").click()
+    page.get_by_role("button", name="Really delete? Press again").click()
+    expect(page.locator("#notice")).to_have_text("The product is deleted.")
+    page.goto(f"{gateway}/#{product_path}")
+    expect(page.get_by_role("alert")).to_contain_text("no product")
+    # Export my data: the download is the export job's JSON, with my profile in it.
+    page.get_by_role("link", name="My account").click()
+    page.get_by_role("button", name="Export my data").click()
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("link", name="download scaleshop-export.json").click(timeout=60_000)
+    exported = json.loads(open(download.value.path()).read())
+    assert "I sell <i>kettles</i>." in json.dumps(exported)
+    browser_page.screenshot("account-with-export")
+    # Sign out (the token is revoked), then back in with the keyboard only.
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("link", name="Sign in")).to_be_visible()
+    assert page.evaluate("sessionStorage.getItem('scaleshop.session')") is None
+    page.get_by_role("link", name="Sign in").click()
+    page.keyboard.press("Tab")  # from the focused heading to the first field
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type("correct horse battery")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_have_text("You are signed in.", timeout=30_000)
