@@ -50,5 +50,6 @@ def create_app_from_env() -> Flask:
     from .controller import LocalController
 
     layout = Layout.from_env()
-    return create_app(ConsoleConfig(controller=LocalController(layout), prometheus_url=layout.prometheus_url,
+    controller = LocalController(layout, log=lambda msg: print(f"[console] {msg}", flush=True))  # to its log file
+    return create_app(ConsoleConfig(controller=controller, prometheus_url=layout.prometheus_url,
                                     token=console_token(layout), audit_log=layout.log_dir / "console-audit.jsonl"))

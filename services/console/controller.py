@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 CACHE_DEFAULT = "objects,queries"
@@ -81,12 +82,17 @@ class LocalController:
         from stack.procs import http_status
 
         stack = self._stack()
+        replicas = sorted(stack.replicas.values(), key=lambda r: (r.service, r.index))
+
+        def ready(replica) -> bool:  # asked of all replicas at once: a busy one answers late
+            return replica.proc.alive() and http_status(f"http://127.0.0.1:{replica.port}/readyz", timeout=2) == 200
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            answers = list(pool.map(ready, replicas))
         out: dict[str, list[dict]] = {service: [] for service in SERVICES}
-        for replica in sorted(stack.replicas.values(), key=lambda r: (r.service, r.index)):
-            alive = replica.proc.alive()
-            ready = alive and http_status(f"http://127.0.0.1:{replica.port}/readyz", timeout=0.5) == 200
+        for replica, is_ready in zip(replicas, answers):
             out.setdefault(replica.service, []).append(
-                {"name": replica.name, "state": "running" if alive else "dead", "ready": ready})
+                {"name": replica.name, "state": "running" if replica.proc.alive() else "dead", "ready": is_ready})
         return out
 
     def servers(self) -> dict[str, str]:

@@ -73,7 +73,7 @@ async function act(method, path, body) {
       say(`${path}: ${response.status} ${answer.error.code}: ${answer.error.message}`, true);
       return;
     }
-    say(`${answer.label}: ${answer.result} (${answer.seconds} s)`, false);
+    say(`${answer.label}: ${answer.result}` + (answer.seconds === undefined ? " (running)" : ` (${answer.seconds} s)`), false);
   } catch (err) {
     say(`${path}: ${err}`, true);
   }
@@ -112,6 +112,12 @@ async function refreshState() {
   servers.textContent = `memcached ${state.servers.memcached} · kafka ${state.servers.kafka} · ` +
     `CACHE_PATTERNS="${state.cache_patterns}" · ${load}` + (state.running ? ` · running: ${state.running}` : "");
   holder.replaceChildren(...boxes, servers);
+  const log = document.getElementById("action-log");
+  log.replaceChildren(...state.marks.slice(-6).reverse().map(m => {
+    const li = document.createElement("li");
+    li.textContent = `${new Date(m.time * 1000).toLocaleTimeString()} ${m.label}: ${m.result}`;
+    return li;
+  }));
   const select = document.getElementById("kill-replica");
   const current = select.value;
   const names = Object.values(state.replicas).flat().filter(r => r.state === "running").map(r => r.name);
@@ -132,14 +138,14 @@ function drawMarks(u) {
   ctx.fillStyle = "#333";
   ctx.setLineDash([4, 3]);
   ctx.font = `${Math.round(10 * devicePixelRatio)}px sans-serif`;
-  for (const mark of marks) {
+  for (const [i, mark] of marks.entries()) {
     const x = Math.round(u.valToPos(mark.time, "x", true));
     if (x < left || x > left + width) continue;
     ctx.beginPath();
     ctx.moveTo(x, top);
     ctx.lineTo(x, top + height);
     ctx.stroke();
-    ctx.fillText(mark.label, x + 3, top + 12 * devicePixelRatio);
+    ctx.fillText(mark.label, x + 3, top + (12 + 12 * (i % 3)) * devicePixelRatio);  // staggered: close marks stay legible
   }
   ctx.restore();
 }
