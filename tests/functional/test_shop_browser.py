@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -17,7 +18,7 @@ import requests
 from playwright.sync_api import Page, expect
 
 from tests.functional.api_checks import TIMEOUT, create_product
-from tests.functional.conftest import sign_up, unique_email
+from tests.functional.conftest import replica_url, sign_up, unique_email
 
 CSP_DIRECTIVES = {"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'"}
 
@@ -229,3 +230,47 @@ def test_profile_edit_delete_export_and_sign_in_again(browser_page, problems, ga
     page.keyboard.type("correct horse battery")
     page.keyboard.press("Enter")
     expect(page.locator("#notice")).to_have_text("You are signed in.", timeout=30_000)
+
+
+def _all_ready_with(stack, dependency: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = [requests.get(f"{replica_url(stack, name)}/readyz", timeout=TIMEOUT).json()
+                  for name in ("catalog-1", "catalog-2")]
+        if all(state["dependencies"][dependency]["state"] == "up" for state in states):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{dependency} did not come back within {timeout:.0f}s")
+
+
+@pytest.mark.lifecycle
+def test_the_shop_works_degraded_with_the_cache_and_kafka_down(browser_page, problems, stack, gateway, tmp_path):
+    """Memcached and Kafka stopped: pages still show (X-Cache: bypass under the hood), a review is
+    published and shown, an import is accepted and waits, queued; nothing breaks in the page."""
+    seller = sign_up(gateway, display_name="Dora Degraded")
+    product = create_product(gateway, seller.auth, f"deg-{uuid.uuid4().hex[:8]}")
+    page = browser_page.page
+    sign_up_in_page(page, gateway, "Rudi Reader")
+    stack.stop_server("memcached")
+    stack.stop_server("kafka")
+    try:
+        page.goto(f"{gateway}/#/p/{product['id']}")
+        expect(page.get_by_role("heading", level=1)).to_have_text(product["name"])
+        assert hood_cache(page, f"GET /v1/products/{product['id']}") == "bypass"
+        page.get_by_label("Your review").fill("Still works.")
+        page.get_by_role("button", name="Publish review").click()
+        expect(page.locator(".review-text")).to_have_text("Still works.", timeout=30_000)
+        upload = tmp_path / "two.json"
+        upload.write_text(json.dumps([{"name": "Queued", "description": "", "price_cents": 1, "currency": "EUR",
+                                       "category": "queued"}] * 2))
+        page.get_by_role("link", name="Import").click()
+        page.get_by_label(re.compile("^Products file")).set_input_files(upload)
+        page.get_by_role("button", name="Import").click()
+        expect(page.locator("#main")).to_contain_text("Import queued", timeout=30_000)
+        expect(page.locator(".percent")).to_have_text("0 % (0 of 2)")
+        browser_page.screenshot("cache-and-kafka-down")
+        page.goto(f"{gateway}/#/")  # leave the import page: its polling stops with the view
+    finally:
+        stack.start_server("memcached")
+        stack.start_server("kafka")
+        _all_ready_with(stack, "memcached")

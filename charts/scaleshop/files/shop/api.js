@@ -4,6 +4,7 @@
 
 const SESSION_KEY = "scaleshop.session";
 const calls = [];
+let view = 0;  // counts pages shown: a call or a poll of a page already left records nothing
 const listeners = new Set();
 
 export class ApiError extends Error {
@@ -33,9 +34,10 @@ export function saveSession(value) {
 
 export function onCall(listener) { listeners.add(listener); }
 export function callsOfThisPage() { return calls; }
-export function newPage() { calls.length = 0; listeners.forEach((listener) => listener(calls)); }
+export function newPage() { view += 1; calls.length = 0; listeners.forEach((listener) => listener(calls)); }
 
-function record(entry) {
+function record(entry, ofView) {
+  if (ofView !== view) return;
   calls.push(entry);
   listeners.forEach((listener) => listener(calls));
 }
@@ -77,6 +79,7 @@ export async function api(method, path, { body, raw, auth = false } = {}) {
   if (raw !== undefined) { payload = raw; headers["Content-Type"] = "application/json"; }
   else if (body !== undefined) { payload = JSON.stringify(body); headers["Content-Type"] = "application/json"; }
   const started = performance.now();
+  const ofView = view;
   const entry = { method, path, status: "…", servedBy: "", cache: "", roundTrips: "", ms: null };
   let response;
   try {
@@ -84,7 +87,7 @@ export async function api(method, path, { body, raw, auth = false } = {}) {
   } catch (failure) {
     entry.status = "network error";
     entry.ms = performance.now() - started;
-    record(entry);
+    record(entry, ofView);
     throw failure;
   }
   const text = await response.text();
@@ -93,7 +96,7 @@ export async function api(method, path, { body, raw, auth = false } = {}) {
   entry.servedBy = response.headers.get("X-Served-By") || "";
   entry.cache = response.headers.get("X-Cache") || "";
   entry.roundTrips = response.headers.get("X-DB-Round-Trips") || "";
-  record(entry);
+  record(entry, ofView);
   let parsed = null;
   if (text) {
     try { parsed = JSON.parse(text); } catch { parsed = null; }
@@ -105,9 +108,11 @@ export async function api(method, path, { body, raw, auth = false } = {}) {
   return parsed;
 }
 
-// Polls a job until it ends, calling progress(job) after each read.
+// Polls a job until it ends, calling progress(job) after each read; null once the page is left.
 export async function waitForJob(jobId, progress, intervalMs = 300) {
+  const ofView = view;
   for (;;) {
+    if (ofView !== view) return null;
     const job = await api("GET", `/v1/jobs/${encodeURIComponent(jobId)}`, { auth: true });
     progress(job);
     if (job.status === "succeeded" || job.status === "failed") return job;

@@ -323,6 +323,7 @@ async function account() {
     try {
       const accepted = await api("POST", "/v1/users/me/export", { auth: true });
       const job = await waitForJob(accepted.job_id, () => {});
+      if (!job) return;  // the page was left
       if (job.status !== "succeeded") throw new Error(job.error || "the export failed");
       const file = new Blob([JSON.stringify(job.result, null, 2)], { type: "application/json" });
       exportStatus.replaceChildren(h("p", {}, "Your data is ready: ",
@@ -366,6 +367,7 @@ function importPage() {
         percent.textContent = `${total ? Math.floor((100 * done) / total) : 0} % (${done} of ${total})`;
         status.replaceChildren(h("p", {}, `Import ${current.status}…`));
       });
+      if (!job) return;  // the page was left
       const result = job.result || {};
       const rejected = Array.isArray(result.rejected) ? result.rejected : [];
       status.replaceChildren(h("p", { class: job.status === "succeeded" ? "notice" : "notice error" },
