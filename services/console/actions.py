@@ -200,9 +200,13 @@ class Console:
         def fault() -> None:
             do()
 
-            def restore() -> None:
-                mark = self._mark(self.clock(), undo_action, {})
-                self._do(mark, {}, undo)
+            def restore() -> None:  # waits for a running action: two never change the stack's state at once
+                with self._busy:
+                    self.running = undo_action
+                    try:
+                        self._do(self._mark(self.clock(), undo_action, {}), {}, undo)
+                    finally:
+                        self.running = None
 
             self._timer(args["seconds"], restore)
 
