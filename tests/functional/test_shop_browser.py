@@ -9,17 +9,25 @@ Screenshots are kept in reports/browser/<test>/.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from playwright.sync_api import Page, expect
 
+from stack import servers
+from stack.layout import REPO
 from tests.functional.api_checks import TIMEOUT, create_product
 from tests.functional.conftest import replica_url, sign_up, unique_email
 
+CACHE = Path(os.environ.get("SCALESHOP_CACHE", REPO / ".cache")).resolve()
+HELM = CACHE / "bin" / "helm"
 CSP_DIRECTIVES = {"default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'"}
 
 
@@ -81,6 +89,23 @@ def test_the_shop_is_served_at_the_root_with_a_csp_and_v1_is_unchanged(gateway):
         assert missing.status_code == 404, path
         assert missing.json()["error"]["code"] == "not_found" and missing.headers["X-Served-By"] == "gateway"
     assert requests.get(f"{gateway}/v1/users/{'0' * 24}", timeout=TIMEOUT).json()["error"]["code"] == "not_found"
+
+
+def test_the_chart_ships_the_shop_files_to_the_gateway_pod():
+    """files/shop/ is the one home of the shop: the chart's gateway-shop ConfigMap holds each of its files, and
+    the gateway pod mounts it where its nginx.conf serves from (gateway.shopRoot)."""
+    out = subprocess.run([str(HELM), "template", "scaleshop", str(servers.CHART)], capture_output=True, text=True,
+                         timeout=120, env=servers.helm_env(CACHE), check=True).stdout
+    objects = [doc for doc in yaml.safe_load_all(out) if doc]
+    shop = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "scaleshop-gateway-shop")
+    assert shop["data"] == {path.name: path.read_text() for path in servers.SHOP_FILES.iterdir()}
+    root = yaml.safe_load((servers.CHART / "values.yaml").read_text())["gateway"]["shopRoot"]
+    gateway = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "scaleshop-gateway")
+    pod = gateway["spec"]["template"]["spec"]
+    volume = next(v["name"] for v in pod["volumes"] if v.get("configMap", {}).get("name") == "scaleshop-gateway-shop")
+    assert {"name": volume, "mountPath": root, "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    conf = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "scaleshop-gateway")
+    assert f"root {root};" in conf["data"]["nginx.conf"]
 
 
 # ---- journeys in the browser -----------------------------------------------------------------------
