@@ -188,9 +188,21 @@ def test_an_import_with_three_bad_items_shows_progress_to_the_end_and_the_errors
     assert "price_cents" in texts[0] and "currency" in texts[1]
     assert page.locator("#hood-rows td.request", has_text="POST /v1/imports").count() == 1
     browser_page.screenshot("import-finished-with-3-rejected")
-    # The imported products are in the shop, counted under their category.
-    page.goto(f"{gateway}/#/?category={category}")
+    # The imported products are in the shop: their category with its count, pages, a sort, a price range.
+    page.get_by_role("link", name="Shop", exact=True).click()
+    shown_as = category.replace("-", " ").title()
+    page.locator(".categories li", has_text="(997)").get_by_role("link", name=shown_as).click()
     expect(page.locator(".results .hint").first).to_have_text("997 products")
+    expect(page.locator(".pages span")).to_have_text("Page 1 of 84")
+    page.get_by_role("link", name="Next →").click()
+    expect(page.locator(".pages span")).to_have_text("Page 2 of 84")
+    page.get_by_label("Sort by").select_option("price_desc")
+    page.get_by_label("Lowest price").fill("10")
+    page.get_by_label("Highest price").fill("10.50")
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator(".results .hint").first).to_have_text("51 products")  # 1000..1050 cents: items 900..950
+    expect(page.locator(".card h2").first).to_have_text("Imported 950")
+    browser_page.screenshot("browse-category-sorted-and-filtered")
 
 
 def test_a_review_with_markup_shows_as_text_and_runs_nothing(browser_page, problems, gateway):
