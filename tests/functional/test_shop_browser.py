@@ -261,6 +261,13 @@ def test_profile_edit_delete_export_and_sign_in_again(browser_page, problems, ga
     expect(page.get_by_role("link", name="Sign in")).to_be_visible()
     assert page.evaluate("sessionStorage.getItem('scaleshop.session')") is None
     page.get_by_role("link", name="Sign in").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("not my password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("wrong email or password", timeout=30_000)  # the API's words
+    page.get_by_label("Email").fill("")
+    page.get_by_label("Password").fill("")
+    page.get_by_role("heading", level=1).focus()
     page.keyboard.press("Tab")  # from the focused heading to the first field
     page.keyboard.type(email)
     page.keyboard.press("Tab")
