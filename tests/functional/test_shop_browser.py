@@ -276,15 +276,16 @@ def test_profile_edit_delete_export_and_sign_in_again(browser_page, problems, ga
     expect(page.locator("#notice")).to_have_text("You are signed in.", timeout=30_000)
 
 
-def _all_ready_with(stack, dependency: str, timeout: float = 60) -> None:
+def _all_ready_with(stack, dependencies: tuple[str, ...], timeout: float = 120) -> None:
+    """Wait until every replica (user, catalog, worker) reports each of `dependencies` up again."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        states = [requests.get(f"{replica_url(stack, name)}/readyz", timeout=TIMEOUT).json()
-                  for name in ("catalog-1", "catalog-2")]
-        if all(state["dependencies"][dependency]["state"] == "up" for state in states):
+        states = [requests.get(f"{replica_url(stack, name)}/readyz", timeout=TIMEOUT).json() for name in stack.replicas]
+        if all(state["dependencies"].get(dependency, {"state": "up"})["state"] == "up"  # a worker has no cache
+               for state in states for dependency in dependencies):
             return
         time.sleep(0.5)
-    raise AssertionError(f"{dependency} did not come back within {timeout:.0f}s")
+    raise AssertionError(f"{dependencies} did not come back within {timeout:.0f}s")
 
 
 @pytest.mark.lifecycle
@@ -317,4 +318,4 @@ def test_the_shop_works_degraded_with_the_cache_and_kafka_down(browser_page, pro
     finally:
         stack.start_server("memcached")
         stack.start_server("kafka")
-        _all_ready_with(stack, "memcached")
+        _all_ready_with(stack, ("memcached", "kafka"))
