@@ -11,6 +11,8 @@
 #   scaleshop/kafka:dev              the Kafka jars (Maven) on the JRE       (k8s/images/kafka)
 #   scaleshop/mongo-java-server:dev  the local stack's database on the JRE   (k8s/images/mongo-java-server)
 #   scaleshop/curl:dev               Debian's curl, for `helm test`          (k8s/images/curl)
+#   scaleshop/prometheus:dev         Prometheus built from Go modules (k8s/images/prometheus: Debian's
+#                                    package has no Kubernetes discovery)
 #
 # Everything a build needs is prepared on the host and put in its context: Debian packages
 # fetched with the host's apt (its sources, read at run time; no mirror address is written
@@ -20,7 +22,7 @@
 # Idempotent: each image carries the hash of its inputs (label dev.scaleshop.inputs: its
 # context, its base image's id, its build arguments); an image whose hash is current is
 # skipped. Usage: k8s/images/build.sh [IMAGE...]  (names: debian python jre services gateway
-# memcached kafka mongo-java-server curl; default all). Needs a running dockerd
+# memcached kafka mongo-java-server curl prometheus; default all). Needs a running dockerd
 # (k8s/cluster/docker.sh; `make images` starts it for the build). `build.sh wheelhouse` only
 # prepares the services' wheelhouse (`make wheelhouse`, before a plain `docker build .`);
 # `build.sh list` prints the images the chart runs (not the bases), one per line.
@@ -46,8 +48,9 @@ declare -A IMAGE=(
   [kafka]="scaleshop/kafka:dev"
   [mongo-java-server]="scaleshop/mongo-java-server:dev"
   [curl]="scaleshop/curl:dev"
+  [prometheus]="scaleshop/prometheus:dev"
 )
-ORDER=(debian python jre services gateway memcached kafka mongo-java-server curl)
+ORDER=(debian python jre services gateway memcached kafka mongo-java-server curl prometheus)
 # Debian packages each image adds to its base (dependencies are resolved against the base).
 declare -A PACKAGES=(
   [python]="python3 python3-venv"
@@ -56,7 +59,7 @@ declare -A PACKAGES=(
   [memcached]="memcached"
   [curl]="curl"
 )
-declare -A BASE=([python]=debian [jre]=debian [gateway]=debian [memcached]=debian [curl]=debian
+declare -A BASE=([python]=debian [jre]=debian [gateway]=debian [memcached]=debian [curl]=debian [prometheus]=debian
                  [services]=python [kafka]=jre [mongo-java-server]=jre)
 
 log() { printf '[images] %s\n' "$*" >&2; }
@@ -248,6 +251,29 @@ stage_mongo_java_server() {
   mkdir -p "$context/libs" "$context/classes"
   cp -l "$CACHE/mongo/libs"/*.jar "$context/libs/"
   cp -l "$CACHE/mongo/classes"/*.class "$context/classes/"
+}
+
+# Prometheus: github.com/prometheus/prometheus/cmd/prometheus at the version of the module list in
+# k8s/images/prometheus/module (go.mod, go.sum), built on the host with Go from the module proxy
+# (first time: several minutes), kept in the work folder until that list changes.
+stage_prometheus() {
+  local context=$1 module="$HERE/prometheus/module" out="$WORK/prometheus-server" want version
+  want=$(cat "$module/go.mod" "$module/go.sum" | sha256sum | cut -d' ' -f1)
+  if [[ ! -x $out/prometheus || "$(cat "$out/inputs" 2>/dev/null)" != "$want" ]]; then
+    command -v go >/dev/null || die "prometheus: Go is needed to build the server (k8s/cluster/install.sh installs it)"
+    version=$(awk '$1 == "github.com/prometheus/prometheus" {print $2}' "$module/go.mod")
+    # Module v0.MMP.P is Prometheus M.MP.P (v0.305.0: 3.5.0).
+    version=$(echo "$version" | sed -E 's/^v0\.([0-9])0?([0-9]+)\.([0-9]+)$/\1.\2.\3/')
+    log "prometheus: building Prometheus $version from Go modules (log: ${WORK#"$REPO"/}/logs/prometheus-go.log)"
+    rm -rf "$out"; mkdir -p "$out"
+    (cd "$module" && CGO_ENABLED=0 go build -trimpath -mod=mod -o "$out/prometheus" \
+       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$version" \
+       github.com/prometheus/prometheus/cmd/prometheus) >"$WORK/logs/prometheus-go.log" 2>&1 \
+      || die "prometheus: go build failed (see $WORK/logs/prometheus-go.log)"
+    echo "$want" >"$out/inputs"
+  fi
+  rm -rf "$context/module"
+  cp -l "$out/prometheus" "$context/prometheus"
 }
 
 # The services: the project's Dockerfile at the root, on the Python base, its context the

@@ -1112,10 +1112,13 @@ def leaf_paths(values: dict, path: str = "") -> list[str]:
 
 def test_the_local_cluster_values_change_only_images_and_the_engine():
     """Images, the database engine, and the one thing that follows from the gateway's image: Debian 12's
-    nginx (1.22) has no `resolve` in upstream blocks, so its replicas are resolved per request."""
+    nginx (1.22) has no `resolve` in upstream blocks, so its replicas are resolved per request. And the
+    release's Prometheus is on, to verify it on this cluster."""
     values = yaml.safe_load(LOCAL_CLUSTER_VALUES.read_text())
     image_keys = re.compile(r"^(.+\.)?image\.(repository|tag|pullPolicy)$")
-    assert [p for p in leaf_paths(values) if not image_keys.match(p)] == ["gateway.dnsBalancing", "mongodb.engine"]
+    assert [p for p in leaf_paths(values) if not image_keys.match(p)] == \
+        ["gateway.dnsBalancing", "mongodb.engine", "monitoring.prometheus.enabled"]
+    assert values["monitoring"]["prometheus"]["enabled"] is True
     assert values["gateway"]["dnsBalancing"] == "request"
     assert values["mongodb"]["engine"] == "mongo-java-server"
     for owner, image in image_values(values).items():

@@ -293,3 +293,16 @@ def test_the_pod_monitor_scrapes_the_services_with_the_same_labels():
     assert relabel(target, endpoint["relabelings"])["replica"] == "scaleshop-catalog-1"
     # The PodMonitor alone deploys no Prometheus.
     assert not of_kind(prometheus_objects(objs), "Deployment")
+
+
+# ---- the image of this machine's cluster ------------------------------------------------------
+
+def test_the_local_cluster_image_is_the_release_of_the_official_image():
+    """k8s/images/prometheus builds the Prometheus module whose version is the official image's tag
+    (module v0.MMP.P is Prometheus M.MP.P), so the cluster runs what users' clusters pull."""
+    go_mod = (chart.REPO / "k8s" / "images" / "prometheus" / "module" / "go.mod").read_text()
+    (module,) = re.findall(r"^\s*github\.com/prometheus/prometheus (v0\.\d+\.\d+)", go_mod, re.M)
+    major, minor, patch = re.fullmatch(r"v0\.(\d)(\d\d)\.(\d+)", module).groups()  # type: ignore[union-attr]
+    assert f"v{major}.{int(minor)}.{patch}" == VALUES["prometheus"]["image"]["tag"]
+    (c,) = pod_spec(named(render("local-cluster"), "Deployment", f"{RELEASE}-prometheus"))["containers"]
+    assert c["image"] == "scaleshop/prometheus:dev" and c["imagePullPolicy"] == "Never"
