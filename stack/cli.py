@@ -1,6 +1,6 @@
 """`python -m stack`: the local stack's CLI, shaped like kubectl for a machine without a cluster.
 
-  up [--cpu-limit CPUS] [SERVICE=N ...]   start what is missing, print the gateway URL
+  up [--cpu-limit CPUS] [SERVICE=N ...]   start what is missing, print the URLs (gateway, shop, Prometheus, console)
   down                                    stop everything by pid (data is kept)
   status                                  every process: port, pid, state, health, CPU limit
   scale SERVICE=N [...]                   start or drain replicas; the gateway reloads
