@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -240,6 +241,8 @@ def gateway_values(layout: Layout, upstreams: dict[str, list[int]]) -> dict:
         "accessLog": str(layout.log_dir / "gateway.access.log"),
         "accessLogBuffer": "buffer=64k flush=1s",
         "consoleUpstream": f"127.0.0.1:{layout.console_port}",
+        # Run as root, nginx's workers would be `nobody`, shut out of a clone in a folder only root may enter.
+        **({"workerUser": pwd.getpwuid(0).pw_name} if os.geteuid() == 0 else {}),
     }}
 
 

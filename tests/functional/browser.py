@@ -43,7 +43,9 @@ class BrowserPage:
         return path
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API runs, its event loop is the running loop of
+# the main thread, and any later asyncio.run() there (the load generator's tests) would fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     chromium = shutil.which("chromium")
     if chromium is None:

@@ -416,7 +416,7 @@ def test_display_name_limit_counts_normalized_characters(gateway, member):
 # ---- Unknown routes and wrong methods -------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/v1/nothing-here", "/v1/users/me/nope", "/v1/sessions/other",
-                                  "/v1/users/abc/def", "/v2/users", "/"])
+                                  "/v1/users/abc/def", "/v2/users", "/nowhere"])
 def test_unknown_route_is_404_json(gateway, path):
     assert_error(requests.get(f"{gateway}{path}", timeout=TIMEOUT), 404, "not_found")
 
