@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request, send_from_directory
 
-from services.shared.errors import MalformedJson, UnsupportedMediaType
+from services.shared.api import parse_json_object
 
 from .actions import Console
 from .auth import operator_only
@@ -15,15 +15,6 @@ actions = Blueprint("actions", __name__)
 
 def _console() -> Console:
     return current_app.config["CONSOLE"].console
-
-
-def _body() -> dict:
-    if not request.is_json:
-        raise UnsupportedMediaType("send a JSON body (Content-Type: application/json)")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise MalformedJson("the body must be a JSON object")
-    return body
 
 
 @pages.get("/console/")
@@ -45,19 +36,19 @@ def get_marks():
 @actions.post("/console/api/actions/scale")
 @operator_only
 def scale():
-    return jsonify(_console().scale(_body())), 202
+    return jsonify(_console().scale(parse_json_object())), 202
 
 
 @actions.post("/console/api/actions/cache")
 @operator_only
 def cache():
-    return jsonify(_console().cache(_body())), 202
+    return jsonify(_console().cache(parse_json_object())), 202
 
 
 @actions.post("/console/api/actions/load")
 @operator_only
 def load_start():
-    return jsonify(_console().start_load(_body())), 201
+    return jsonify(_console().start_load(parse_json_object())), 201
 
 
 @actions.delete("/console/api/actions/load")
@@ -69,16 +60,16 @@ def load_stop():
 @actions.post("/console/api/actions/kill")
 @operator_only
 def kill():
-    return jsonify(_console().kill(_body())), 202
+    return jsonify(_console().kill(parse_json_object())), 202
 
 
 @actions.post("/console/api/actions/pause-memcached")
 @operator_only
 def pause_memcached():
-    return jsonify(_console().pause_memcached(_body())), 202
+    return jsonify(_console().pause_memcached(parse_json_object())), 202
 
 
 @actions.post("/console/api/actions/stop-kafka")
 @operator_only
 def stop_kafka():
-    return jsonify(_console().stop_kafka(_body())), 202
+    return jsonify(_console().stop_kafka(parse_json_object())), 202
