@@ -10,6 +10,7 @@ import requests
 
 from stack.control import Stack
 from tests.functional.console_api import api, headers, restore, state, wait_idle
+from tests.functional.test_prometheus import DISCOVERY_WAIT_S, wait_for
 
 
 @pytest.fixture
@@ -47,8 +48,12 @@ def test_bad_input_is_a_json_4xx(console: Stack, path, body, status, field):
 
 
 def test_only_prometheus_queries_pass_through(console: Stack):
-    ok = requests.get(api(console, "prometheus/query"), params={"query": 'up{job="scaleshop"}'}, timeout=10)
-    assert ok.status_code == 200 and ok.json()["data"]["result"]
+    # Prometheus answers as soon as it runs; its first scrape of the replicas comes within the discovery wait.
+    def answered() -> bool:
+        ok = requests.get(api(console, "prometheus/query"), params={"query": 'up{job="scaleshop"}'}, timeout=10)
+        assert ok.status_code == 200, ok.text
+        return bool(ok.json()["data"]["result"])
+    wait_for(answered, DISCOVERY_WAIT_S, "the pass-through's answer to up{job=\"scaleshop\"} holding series")
     bad = requests.get(api(console, "prometheus/query"), params={"query": "up("}, timeout=10)
     assert bad.status_code == 400 and bad.json()["status"] == "error"
     for path in ("prometheus/targets", "prometheus/admin/tsdb/delete_series", "prometheus/../../-/quit"):
