@@ -89,9 +89,12 @@ def test_every_dashboard_query_answers_after_a_short_load(stack, gateway):
     dashboard = json.loads(Path(DASHBOARD).read_text())
     load(gateway, stack)
     # Scraped long enough for a rate (two samples in the window; a stack that has just started is
-    # found by Prometheus' discovery within ~12 s): the requests', the folds' and every worker's lag.
+    # found by Prometheus' discovery within ~12 s): the requests', the jobs', the folds' and every
+    # worker's lag. A counter born with the load's import (a job's first state in a worker) has one
+    # sample until the next scrape, and a rate needs two.
     wait_for(lambda: all(evaluate(stack, expr)[1] for expr in (
         f"sum(rate(scaleshop_http_requests_total[{RATE_WINDOW}]))",
+        f"sum(rate(scaleshop_jobs_total[{RATE_WINDOW}]))",
         f"sum(rate(scaleshop_event_fold_lag_seconds_count[{RATE_WINDOW}]))",
         "count(scaleshop_consumer_lag)")), DISCOVERY_WAIT_S, "the load's metrics scraped")
     services = api(stack, "label/service/values", **{"match[]": "scaleshop_http_requests_total"})
