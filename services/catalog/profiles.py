@@ -7,6 +7,9 @@ rate limit: the product-page miss that caused it was already counted at the edge
 The call is a read, so a connection that breaks under it is retried (urllib3's `Retry`): a pooled
 keep-alive connection that the user service's proxy closed while reloading or scaling is not an
 outage, and a page miss must not turn it into a 503.
+
+The call goes direct: no proxy from the environment (`trust_env` off). Reading the proxy
+variables on every call was 4.5 % of the catalog's CPU in a burst of page misses (py-spy --gil).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ _local = threading.local()
 def _session() -> requests.Session:
     if not hasattr(_local, "session"):
         session = requests.Session()
+        session.trust_env = False
         adapter = HTTPAdapter(max_retries=RETRY_BROKEN_CONNECTIONS)
         session.mount("http://", adapter)
         session.mount("https://", adapter)
