@@ -12,7 +12,7 @@
 #   scaleshop/mongo-java-server:dev  the local stack's database on the JRE   (k8s/images/mongo-java-server)
 #   scaleshop/curl:dev               Debian's curl, for `helm test`          (k8s/images/curl)
 #   scaleshop/prometheus:dev         Prometheus built from Go modules (k8s/images/prometheus: Debian's
-#                                    package has no Kubernetes discovery)
+#                                    package has no Kubernetes discovery), with that discovery only
 #
 # Everything a build needs is prepared on the host and put in its context: Debian packages
 # fetched with the host's apt (its sources, read at run time; no mirror address is written
@@ -254,26 +254,40 @@ stage_mongo_java_server() {
 }
 
 # Prometheus: github.com/prometheus/prometheus/cmd/prometheus at the version of the module list in
-# k8s/images/prometheus/module (go.mod, go.sum), built on the host with Go from the module proxy
-# (first time: several minutes), kept in the work folder until that list changes.
+# k8s/images/prometheus/module (go.mod, go.sum), built on the host with Go from the module proxy,
+# kept in the work folder until those inputs change. Only Kubernetes discovery is compiled in: the
+# build uses a copy of the Prometheus module (in the work folder) whose plugins/plugins.go is
+# k8s/images/prometheus/overlay/plugins.go, so none of the cloud SDKs the full list registers is
+# downloaded or compiled (first build: about 2 min here, where the full list took about 30).
 stage_prometheus() {
-  local context=$1 module="$HERE/prometheus/module" out="$WORK/prometheus-server" want version
-  want=$(cat "$module/go.mod" "$module/go.sum" | sha256sum | cut -d' ' -f1)
+  local context=$1 module="$HERE/prometheus/module" plugins="$HERE/prometheus/overlay/plugins.go"
+  local out="$WORK/prometheus-server" src="$WORK/prometheus-src" build="$WORK/prometheus-build" want version
+  want=$(cat "$module/go.mod" "$module/go.sum" "$plugins" | sha256sum | cut -d' ' -f1)
   if [[ ! -x $out/prometheus || "$(cat "$out/inputs" 2>/dev/null)" != "$want" ]]; then
     command -v go >/dev/null || die "prometheus: Go is needed to build the server (k8s/cluster/install.sh installs it)"
     version=$(awk '$1 == "github.com/prometheus/prometheus" {print $2}' "$module/go.mod")
-    # Module v0.MMP.P is Prometheus M.MP.P (v0.305.0: 3.5.0).
-    version=$(echo "$version" | sed -E 's/^v0\.([0-9])0?([0-9]+)\.([0-9]+)$/\1.\2.\3/')
-    log "prometheus: building Prometheus $version from Go modules (log: ${WORK#"$REPO"/}/logs/prometheus-go.log)"
-    rm -rf "$out"; mkdir -p "$out"
-    (cd "$module" && CGO_ENABLED=0 go build -trimpath -mod=mod -o "$out/prometheus" \
-       -ldflags "-s -w -X github.com/prometheus/common/version.Version=$version" \
-       github.com/prometheus/prometheus/cmd/prometheus) >"$WORK/logs/prometheus-go.log" 2>&1 \
-      || die "prometheus: go build failed (see $WORK/logs/prometheus-go.log)"
+    log "prometheus: building Prometheus $(prometheus_release "$version") from Go modules, Kubernetes discovery only (log: ${WORK#"$REPO"/}/logs/prometheus-go.log)"
+    rm -rf "$out" "$src" "$build"; mkdir -p "$out" "$build"
+    cp "$module/go.mod" "$module/go.sum" "$build/"
+    {
+      (cd "$build" && go mod download "github.com/prometheus/prometheus@$version") &&
+      cp -r "$(cd "$build" && go list -m -f '{{.Dir}}' github.com/prometheus/prometheus)" "$src" &&
+      chmod -R u+w "$src" && cp "$plugins" "$src/plugins/plugins.go" &&
+      (cd "$build" && go mod edit -replace "github.com/prometheus/prometheus=$src" &&
+       CGO_ENABLED=0 go build -trimpath -mod=mod -o "$out/prometheus" \
+         -ldflags "-s -w -X github.com/prometheus/common/version.Version=$(prometheus_release "$version")" \
+         github.com/prometheus/prometheus/cmd/prometheus)
+    } >"$WORK/logs/prometheus-go.log" 2>&1 || die "prometheus: go build failed (see $WORK/logs/prometheus-go.log)"
+    rm -rf "$src" "$build"
     echo "$want" >"$out/inputs"
   fi
   rm -rf "$context/module"
   cp -l "$out/prometheus" "$context/prometheus"
+}
+
+# Module v0.MMP.P is Prometheus M.MP.P (v0.305.0: 3.5.0).
+prometheus_release() {
+  echo "$1" | sed -E 's/^v0\.([0-9])0?([0-9]+)\.([0-9]+)$/\1.\2.\3/'
 }
 
 # The services: the project's Dockerfile at the root, on the Python base, its context the

@@ -161,6 +161,14 @@ def test_sell_find_review_and_watch_the_cache(browser_page, problems, gateway):
     assert re.search(r"(^|-)catalog-", served_by), served_by
     browser_page.screenshot("3-seller-product-page-hit")
     seller.set_viewport_size({"width": 390, "height": 844})
+    # At phone width the page fits the screen: nothing scrolls sideways but "Under the hood"'s table,
+    # in a box of its own, and the page's heading, its review and the menu are on screen, not cut.
+    page_width = seller.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert page_width[0] <= page_width[1], f"the page is wider than a 390 px screen: {page_width}"
+    for part in (seller.get_by_role("heading", level=1), seller.locator(".review-text"),
+                 seller.get_by_role("link", name="Sell")):
+        box = part.bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     browser_page.screenshot("4-product-page-phone-width")
     reviewer.close()
 
