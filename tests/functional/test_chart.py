@@ -79,11 +79,17 @@ STANDARD_LABELS = (
 # Workloads without a preStop hook, and why: nothing routes requests to them, so there is
 # nothing to drain (the worker leaves its consumer group on SIGTERM; mongod and the Kafka
 # broker shut down cleanly on SIGTERM within their grace period; Prometheus' rolling update starts
-# the new pod, which scrapes on its own, before the old one goes).
-NO_PRESTOP = {"worker", "mongodb", "kafka", "prometheus"}
+# the new pod, which scrapes on its own, before the old one goes; the console is one pod replaced
+# with Recreate, so no successor takes its requests over).
+NO_PRESTOP = {"worker", "mongodb", "kafka", "prometheus", "console"}
 # Deployments not rolled with maxUnavailable 0, and why: two memcached pods behind one
-# Service would serve stale entries (an invalidation reaches only one), so it is Recreate.
-RECREATE = {"memcached"}
+# Service would serve stale entries (an invalidation reaches only one), so it is Recreate; the
+# console keeps its marks in memory and runs one action at a time: never two pods.
+RECREATE = {"memcached", "console"}
+# Parts that k8s/values-local-cluster.yaml turns on only to verify them on this machine's cluster,
+# beyond what a default release runs: the default release's memory bound is checked without them
+# (and the whole release against the node).
+LOCAL_CLUSTER_EXTRAS = {"console"}
 
 # A one-node cluster of 2 CPUs and 4 GiB, minus what the control plane's own pods request
 # (kind: etcd 100m, apiserver 250m, controller-manager 200m, scheduler 100m, 2x coredns
@@ -193,12 +199,15 @@ def container_env(objs, workload: dict, container: dict) -> dict[str, str | None
 
 
 def env_names_read_by_code() -> set[str]:
-    """Variables the services read directly (os.environ / os.getenv), besides Settings."""
+    """Variables the services read directly (os.environ / os.getenv), besides Settings. Not the lab
+    console's (services/console): it is no service of the shared Settings, and the chart gives it its
+    own variables (tests/functional/test_chart_console.py)."""
     pattern = re.compile(
         r"""os\.(?:environ\.get|getenv|environ\[|environ\.setdefault)\(?\s*["']([A-Z][A-Z0-9_]*)["']""")
     names = set()
     for path in (REPO / "services").rglob("*.py"):
-        names |= set(pattern.findall(path.read_text()))
+        if (REPO / "services" / "console") not in path.parents:
+            names |= set(pattern.findall(path.read_text()))
     return names
 
 
@@ -236,9 +245,10 @@ def test_every_value_set_renders_the_expected_objects():
             "Job", "Pod", "ServiceAccount", "NetworkPolicy"} <= kinds
     default = {(o["kind"], o["metadata"]["name"]) for o in render()}
     workloads = {name: c["workload"] for name, c in COMPONENTS.items() if c["workload"] != "Job"}
-    assert set(workloads) == {"gateway", "user", "catalog", "worker", "mongodb", "memcached", "kafka"}
+    assert set(workloads) == {"gateway", "user", "catalog", "worker", "mongodb", "memcached", "kafka", "console"}
     for name, kind in workloads.items():
-        assert (kind, f"{RELEASE}-{name}") in default
+        # The console is off by default (tests/functional/test_chart_console.py).
+        assert ((kind, f"{RELEASE}-{name}") in default) == (name != "console"), name
     minimal = {(o["kind"], o["metadata"]["name"]) for o in render("minimal")}
     assert not any(kind == "StatefulSet" for kind, _ in minimal)
     assert ("Deployment", f"{RELEASE}-memcached") not in minimal
@@ -307,8 +317,9 @@ def test_every_pod_runs_hardened(objs):
         assert psc.get("runAsNonRoot") is True, where
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where
         assert spec.get("enableServiceLinks") is False, where
-        # loadgen scales Deployments, Prometheus discovers pods through the API (each with a Role of its own).
-        if component(obj) not in ("loadgen", "prometheus"):
+        # loadgen scales Deployments, Prometheus discovers pods through the API, the console acts on the
+        # release through it (each with a Role of its own).
+        if component(obj) not in ("loadgen", "prometheus", "console"):
             assert spec.get("automountServiceAccountToken") is False, where
         # Only the volume types the "restricted" Pod Security Standard allows.
         allowed = {"configMap", "emptyDir", "persistentVolumeClaim", "secret", "downwardAPI", "projected"}
@@ -986,10 +997,13 @@ def test_bad_values_are_rejected_with_a_clear_message(sets, message):
 
 # ---- capacity of one small node -----------------------------------------------------------
 
-def requested(objs) -> tuple[float, float]:
-    """CPU (millicores) and memory (MiB) requested by every pod of a release at once."""
+def requested(objs, without=()) -> tuple[float, float]:
+    """CPU (millicores) and memory (MiB) requested by every pod of a release at once (but the
+    components `without`)."""
     cpu = mem = 0.0
     for obj in of_kind(objs, *POD_KINDS):
+        if component(obj) in without:
+            continue
         count = obj["spec"].get("replicas", 1) if obj["kind"] in WORKLOAD_KINDS else 1
         main = pod_spec(obj)["containers"]
         inits = pod_spec(obj).get("initContainers", [])
@@ -1005,9 +1019,13 @@ def requested(objs) -> tuple[float, float]:
 @pytest.mark.parametrize("sets", [(), ("loadgen.enabled=true",)], ids=["defaults", "defaults+loadgen"])
 @pytest.mark.parametrize("value_set", ["default", "kind", "minikube", "local-cluster"])
 def test_default_release_fits_one_small_node(value_set, sets):
-    cpu, mem = requested(render(value_set, NEWEST_KUBE, sets))
+    objs = render(value_set, NEWEST_KUBE, sets)
+    cpu, mem = requested(objs)
     assert cpu <= NODE_CPU_M - CONTROL_PLANE_CPU_M, f"requests {cpu:.0f}m CPU: pods would stay Pending"
-    assert mem <= MAX_DEFAULT_MEMORY_MI <= NODE_MEMORY_MI - CONTROL_PLANE_MEMORY_MI, f"requests {mem:.0f}Mi memory"
+    assert mem <= NODE_MEMORY_MI - CONTROL_PLANE_MEMORY_MI, f"requests {mem:.0f}Mi memory: pods would stay Pending"
+    _, default_mem = requested(objs, without=LOCAL_CLUSTER_EXTRAS)
+    assert default_mem <= MAX_DEFAULT_MEMORY_MI <= NODE_MEMORY_MI - CONTROL_PLANE_MEMORY_MI, \
+        f"requests {default_mem:.0f}Mi memory"
 
 
 # ---- the database engines, and the images of this machine's cluster -----------------------
@@ -1113,11 +1131,11 @@ def leaf_paths(values: dict, path: str = "") -> list[str]:
 def test_the_local_cluster_values_change_only_images_and_the_engine():
     """Images, the database engine, and the one thing that follows from the gateway's image: Debian 12's
     nginx (1.22) has no `resolve` in upstream blocks, so its replicas are resolved per request. And the
-    release's Prometheus is on, to verify it on this cluster."""
+    release's Prometheus and the lab console are on, to verify them on this cluster."""
     values = yaml.safe_load(LOCAL_CLUSTER_VALUES.read_text())
     image_keys = re.compile(r"^(.+\.)?image\.(repository|tag|pullPolicy)$")
     assert [p for p in leaf_paths(values) if not image_keys.match(p)] == \
-        ["gateway.dnsBalancing", "mongodb.engine", "monitoring.prometheus.enabled"]
+        ["gateway.dnsBalancing", "mongodb.engine", "monitoring.prometheus.enabled", "console.enabled"]
     assert values["monitoring"]["prometheus"]["enabled"] is True
     assert values["gateway"]["dnsBalancing"] == "request"
     assert values["mongodb"]["engine"] == "mongo-java-server"

@@ -41,3 +41,8 @@ Prometheus keeps the target's and would add theirs as `exported_service`.
 {{- define "scaleshop.monitoring.scraped" -}}
 {{- include "scaleshop.components" (dict "root" . "with" (list "service")) }}
 {{- end }}
+
+{{/* The release's Prometheus (its Service): Grafana's default datasource and the lab console's. */}}
+{{- define "scaleshop.monitoring.prometheusUrl" -}}
+{{- printf "http://%s:%v" (include "scaleshop.componentName" (dict "root" . "component" "prometheus")) .Values.monitoring.prometheus.service.port }}
+{{- end }}
