@@ -111,11 +111,12 @@ class Stack:
         tmp.write_text(json.dumps(data, indent=2))
         tmp.replace(self.layout.state_file)
 
-    def _infra_proc(self, name: str) -> Proc | None:
+    def server_proc(self, name: str) -> Proc | None:
+        """The process of the server `name` (memcached, kafka, database, ...), None if it was never started."""
         return Proc.from_json(self.infra.get(name, {}).get("proc"))
 
     def server_alive(self, name: str) -> bool:
-        proc = self._infra_proc(name)
+        proc = self.server_proc(name)
         return proc is not None and proc.alive()
 
     # ---- configuration handed to replicas -----------------------------------------------
@@ -191,7 +192,7 @@ class Stack:
 
     def _start_or_reload_gateway(self, exclude: Set[str] = frozenset()) -> None:
         servers.write_nginx_config(self.layout, self._upstreams(exclude))
-        proc = self._infra_proc("gateway")
+        proc = self.server_proc("gateway")
         if proc is not None and proc.alive():
             self._reload_gateway(proc)
             return
@@ -241,9 +242,9 @@ class Stack:
             proc = spawn(servers.console_command(lay), lay.log_file("console"), env=servers.console_env(lay), cwd=REPO)
             self.infra["console"] = {"proc": proc.to_json(), "port": lay.console_port}
             self._save()
-        wait_port(lay.nginx_exporter_port, 15, self._infra_proc("nginx-exporter"), "the nginx exporter")
-        wait_http(f"{lay.prometheus_url}/-/ready", 60, self._infra_proc("prometheus"), "Prometheus")
-        wait_http(f"http://127.0.0.1:{lay.console_port}/console/api/marks", 30, self._infra_proc("console"),
+        wait_port(lay.nginx_exporter_port, 15, self.server_proc("nginx-exporter"), "the nginx exporter")
+        wait_http(f"{lay.prometheus_url}/-/ready", 60, self.server_proc("prometheus"), "Prometheus")
+        wait_http(f"http://127.0.0.1:{lay.console_port}/console/api/marks", 30, self.server_proc("console"),
                   "the lab console")
 
     # ---- commands ------------------------------------------------------------------------
@@ -288,10 +289,10 @@ class Stack:
             self.log(f"starting memcached on {lay.memcached_port}")
             self._spawn_infra("memcached", servers.memcached_command(lay), lay.memcached_port)
         for name, timeout in (("database", DATABASE_START_S), ("memcached", 10)):
-            wait_port(self.infra[name]["port"], timeout, self._infra_proc(name), name)
+            wait_port(self.infra[name]["port"], timeout, self.server_proc(name), name)
 
         started = self._start_missing({s: wanted[s] for s in HTTP_SERVICES})
-        wait_port(lay.kafka_port, 90, self._infra_proc("kafka"), "kafka")
+        wait_port(lay.kafka_port, 90, self.server_proc("kafka"), "kafka")
         servers.kafka_create_topics(lay)
         started += self._start_missing({"worker": wanted["worker"]})
         for replica in started:
@@ -399,7 +400,7 @@ class Stack:
 
     def stop_server(self, name: str) -> None:
         """Stop one of the servers (database, memcached, kafka), as a fault to recover from."""
-        proc = self._infra_proc(name)
+        proc = self.server_proc(name)
         if name not in ("database", "memcached", "kafka"):
             raise StackError(f"unknown server '{name}' (database, memcached or kafka)")
         if proc is not None:
@@ -424,13 +425,13 @@ class Stack:
         require_free({name: ports[name]})
         self.log(f"starting {name}")
         self._spawn_infra(name, commands[name](), ports[name])
-        wait_port(ports[name], DATABASE_START_S if name == "database" else 90, self._infra_proc(name), name)
+        wait_port(ports[name], DATABASE_START_S if name == "database" else 90, self.server_proc(name), name)
 
     def down(self) -> None:
         """Stop everything this stack started, by pid: monitoring, gateway, replicas, then the servers."""
         for name in MONITORING:
             self._stop_infra(name)
-        gateway = self._infra_proc("gateway")
+        gateway = self.server_proc("gateway")
         if gateway is not None:
             self.log("stopping gateway")
             gateway.stop(STOP_TIMEOUT["gateway"], signal.SIGQUIT)
@@ -445,7 +446,7 @@ class Stack:
             self._stop_infra(name)
 
     def _stop_infra(self, name: str) -> None:
-        proc = self._infra_proc(name)
+        proc = self.server_proc(name)
         if proc is not None:
             self.log(f"stopping {name}")
             proc.stop(STOP_TIMEOUT[name])

@@ -1,7 +1,11 @@
-"""The console's application factory: `create_app(config)` with its dependencies passed in, and
-`create_app_from_env()`, the local stack's (its run folder, Prometheus and token from the Layout)."""
+"""The console's application factory: `create_app(config)` with its dependencies passed in;
+`create_app_from_env()`, the local stack's (its run folder, Prometheus and token from the Layout);
+`create_app_for_kubernetes()`, a release's (its settings from the pod's environment, set by the
+chart: CONSOLE_TOKEN, PROMETHEUS_URL and services/console/kube_controller.py's)."""
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,3 +57,14 @@ def create_app_from_env() -> Flask:
     controller = LocalController(layout, log=lambda msg: print(f"[console] {msg}", flush=True))  # to its log file
     return create_app(ConsoleConfig(controller=controller, prometheus_url=layout.prometheus_url,
                                     token=console_token(layout), audit_log=layout.log_dir / "console-audit.jsonl"))
+
+
+def create_app_for_kubernetes(environ: Mapping[str, str] = os.environ) -> Flask:
+    """A release's console (CONSOLE_PLATFORM=kubernetes): the audit lines go to CONSOLE_AUDIT_LOG,
+    by default the container's output (`kubectl logs`)."""
+    from .kube_controller import KubernetesController
+
+    controller = KubernetesController.from_env(environ, log=lambda msg: print(f"[console] {msg}", flush=True))
+    return create_app(ConsoleConfig(controller=controller, prometheus_url=environ["PROMETHEUS_URL"],
+                                    token=environ["CONSOLE_TOKEN"],
+                                    audit_log=Path(environ.get("CONSOLE_AUDIT_LOG", "/dev/stdout"))))

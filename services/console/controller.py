@@ -1,7 +1,7 @@
 """What the console drives: the `Controller` interface, and `LocalController`, the local stack's.
 
-The console's logic (services/console/actions.py) only calls a Controller, so a Kubernetes one
-(Deployments, a Job for the load, pods deleted) can be added beside the local one. The local one
+The console's logic (services/console/actions.py) only calls a Controller: this local one, or
+services/console/kube_controller.py's for a release in Kubernetes. The local one
 works through the stack's own control code (stack/control.py's Stack, re-read from its state file
 before every call, since `make scale` or the tests may have changed it), and keeps the load run as a
 child process (`python -m loadgen run`) that it stops by pid.
@@ -27,7 +27,7 @@ class Controller(Protocol):
         ...
 
     def servers(self) -> dict[str, str]:
-        """memcached and kafka: "running", "paused" or "stopped"."""
+        """memcached and kafka: "running", "paused" or "stopped" (in a cluster also "starting", "external")."""
         ...
 
     def scale(self, service: str, count: int) -> None: ...
@@ -48,8 +48,8 @@ class Controller(Protocol):
 
     def start_kafka(self) -> None: ...
 
-    def start_load(self, rate: float, mix: str, duration: int) -> int:
-        """Start a load run; its pid (or another id)."""
+    def start_load(self, rate: float, mix: str, duration: int) -> int | str:
+        """Start a load run; its pid (or, in a cluster, its Job's name)."""
         ...
 
     def stop_load(self) -> bool:
@@ -57,7 +57,7 @@ class Controller(Protocol):
         ...
 
     def load(self) -> dict | None:
-        """The running load run ({"pid", "rate", "mix", "duration"}), or None."""
+        """The running load run ({"pid", "rate", "mix", "duration"}; "pid" a Job's name in a cluster), or None."""
         ...
 
 
@@ -99,7 +99,7 @@ class LocalController:
         stack = self._stack()
         out = {}
         for name in ("memcached", "kafka"):
-            proc = stack._infra_proc(name)
+            proc = stack.server_proc(name)
             if proc is None or not proc.alive():
                 out[name] = "stopped"
             else:
@@ -124,7 +124,7 @@ class LocalController:
         replica.proc.wait_exit(10)
 
     def _memcached(self):
-        proc = self._stack()._infra_proc("memcached")
+        proc = self._stack().server_proc("memcached")
         if proc is None or not proc.alive():
             raise RuntimeError("memcached is not running")
         return proc

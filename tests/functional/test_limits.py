@@ -165,7 +165,7 @@ def test_internal_calls_are_never_counted_against_a_client(catalog_calling_a_lim
 
 
 def _signal_server(stack, name: str, sig: int) -> None:
-    proc = stack._infra_proc(name)
+    proc = stack.server_proc(name)
     assert proc is not None and proc.alive()
     proc.send(sig)
 
