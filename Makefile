@@ -203,7 +203,7 @@ GATEWAY_URL ?= $(if $(filter kind-%,$(TEST_CLUSTER_CONTEXT)),http://127.0.0.1:80
 test-cluster:  ## pytest against the installed release: make test-cluster [KUBE_CONTEXT=kind-scaleshop]
 	@KUBE_CONTEXT=$(TEST_CLUSTER_CONTEXT) NAMESPACE=$(NAMESPACE) RELEASE=$(RELEASE) GATEWAY_URL=$(GATEWAY_URL) HELM=$(abspath $(HELM)) \
 	  $(if $(filter $(CLUSTER_CONTEXT),$(TEST_CLUSTER_CONTEXT)),KUBECONFIG=$${KUBECONFIG:-$(abspath $(CLUSTER_KUBECONFIG))} \
-	  PATH=$(abspath .cache/cluster/bin):$$PATH) $(PY) -m pytest tests/cluster/test_release.py tests/cluster/test_release_faults.py tests/cluster/test_network_policy.py tests/cluster/test_loadgen_job.py tests/cluster/test_prometheus.py tests/cluster/test_shop_browser.py -q -p no:cacheprovider
+	  PATH=$(abspath .cache/cluster/bin):$$PATH) $(PY) -m pytest tests/cluster/test_release.py tests/cluster/test_release_faults.py tests/cluster/test_network_policy.py tests/cluster/test_loadgen_job.py tests/cluster/test_prometheus.py tests/cluster/test_shop_browser.py tests/cluster/test_console.py -q -p no:cacheprovider
 
 # ---- CI: the whole cluster suite on this machine's own cluster (what .ci/run runs after `make test`) ----
 .PHONY: test-cluster-ci
