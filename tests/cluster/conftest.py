@@ -27,6 +27,7 @@ import pytest
 import requests
 from kubernetes import client, config
 
+from tests.functional.browser import browser, browser_page  # noqa: F401  (the page tests' fixtures)
 from tests.functional.conftest import Account
 from tests.functional.conftest import sign_up as functional_sign_up
 

@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.cluster.conftest import GATEWAY_URL, NAMESPACE, RELEASE, Cluster, kubectl
-from tests.functional.browser import BrowserPage, browser, browser_page  # noqa: F401  (the page tests' fixtures)
+from tests.functional.browser import BrowserPage
 from tests.functional.console_api import ConsoleAt
 from tests.functional.test_console_browser import console_journey
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster.conftest import GATEWAY_URL
-from tests.functional.browser import browser, browser_page  # noqa: F401  (the page tests' fixtures)
 from tests.functional.test_shop_browser import problems, test_sell_find_review_and_watch_the_cache  # noqa: F401
 
 
