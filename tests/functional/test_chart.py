@@ -405,6 +405,15 @@ def test_read_only_root_filesystem_has_writable_scratch(objs):
                 assert volumes[mounts[env["PROMETHEUS_MULTIPROC_DIR"]]].get("emptyDir", {}).get("medium") == "Memory"
 
 
+# The policies every workload of the chart keeps, for the tests of its optional parts to apply too.
+WORKLOAD_POLICIES = (
+    test_every_object_has_the_standard_labels, test_pods_carry_the_labels_their_selectors_and_services_use,
+    test_every_container_has_requests_and_limits, test_every_pod_runs_hardened,
+    test_every_workload_has_probes_grace_and_drain, test_deployments_roll_without_losing_capacity,
+    test_every_workload_has_a_disruption_budget, test_read_only_root_filesystem_has_writable_scratch,
+)
+
+
 def test_referenced_configmaps_and_secrets_exist():
     for value_set in VALUE_SETS:
         objs = render(value_set)

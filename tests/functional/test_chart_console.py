@@ -142,13 +142,7 @@ def test_the_console_renders_valid_objects_that_pass_every_workload_policy(kube)
         kubernetes_validate.validate(obj, kube, strict=True)
     # The policies of every workload, the load Job (as the console creates it) among them.
     everything = with_load_job(objs)
-    for policy in (chart.test_every_object_has_the_standard_labels,
-                   chart.test_pods_carry_the_labels_their_selectors_and_services_use,
-                   chart.test_every_container_has_requests_and_limits, chart.test_every_pod_runs_hardened,
-                   chart.test_every_workload_has_probes_grace_and_drain,
-                   chart.test_deployments_roll_without_losing_capacity,
-                   chart.test_every_workload_has_a_disruption_budget,
-                   chart.test_read_only_root_filesystem_has_writable_scratch):
+    for policy in chart.WORKLOAD_POLICIES:
         policy(everything)
     result = helm("lint", "--strict", str(CHART), "--kube-version", kube, *value_args(sets=ON))
     assert "0 chart(s) failed" in result.stdout and "[WARNING]" not in result.stdout, result.stdout

@@ -210,12 +210,7 @@ def test_prometheus_objects_lint_and_validate_strictly(kube):
     assert not errors, "\n".join(errors)
 
 
-@pytest.mark.parametrize("policy", [
-    chart.test_every_object_has_the_standard_labels, chart.test_pods_carry_the_labels_their_selectors_and_services_use,
-    chart.test_every_container_has_requests_and_limits, chart.test_every_pod_runs_hardened,
-    chart.test_every_workload_has_probes_grace_and_drain, chart.test_deployments_roll_without_losing_capacity,
-    chart.test_every_workload_has_a_disruption_budget, chart.test_read_only_root_filesystem_has_writable_scratch,
-], ids=lambda f: f.__name__.removeprefix("test_"))
+@pytest.mark.parametrize("policy", chart.WORKLOAD_POLICIES, ids=lambda f: f.__name__.removeprefix("test_"))
 def test_the_workload_policies_hold_for_prometheus(policy):
     objs = render("default", NEWEST_KUBE, ON)
     assert of_kind(prometheus_objects(objs), "Deployment")
