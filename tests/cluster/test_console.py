@@ -66,7 +66,8 @@ def act(console: ConsoleAt, method: str, path: str, body: dict | None = None) ->
 
 def test_the_console_journey_in_the_cluster(console: ConsoleAt, browser_page: BrowserPage):
     console.restore()
-    delays = console_journey(console, browser_page, timeout=TIMEOUT)
+    # Rollouts here wait for pods' start, their 40 s drain and the gateway's DNS: the load outlasts them.
+    delays = console_journey(console, browser_page, timeout=TIMEOUT, load_seconds=600)
     assert set(delays) >= {"scale catalog 2→3 → the third replica's throughput shown"}
 
 

@@ -46,7 +46,8 @@ class ConsoleAt:
             requests.post(self.api("actions/cache"), json={"patterns": ["objects", "queries"]},
                           headers=self.headers(), timeout=30)
             self.wait_idle()
-        if len(self.state()["replicas"]["catalog"]) != catalog_replicas:
+        running = [r for r in self.state()["replicas"]["catalog"] if r["state"] == "running"]
+        if len(running) != catalog_replicas:
             requests.post(self.api("actions/scale"), json={"service": "catalog", "replicas": catalog_replicas},
                           headers=self.headers(), timeout=30)
             self.wait_idle()

@@ -44,7 +44,8 @@ def wait_page(page: Page, check, timeout: float, what: str) -> float:
 
 
 def catalog_replicas(console: ConsoleAt) -> set[str]:
-    return {replica["name"] for replica in console.state()["replicas"]["catalog"]}
+    """The catalog replicas running now (in a cluster, not those terminating in their drain)."""
+    return {replica["name"] for replica in console.state()["replicas"]["catalog"] if replica["state"] == "running"}
 
 
 def act(page: Page, button: str) -> float:
@@ -55,9 +56,11 @@ def act(page: Page, button: str) -> float:
     return time.monotonic()
 
 
-def console_journey(console: ConsoleAt, browser_page: BrowserPage, timeout: float = 90) -> dict[str, float]:
-    """Load, scale catalog 2→3 and back, cache off and on, each seen on the page within `timeout`
-    seconds; a screenshot of each state; the delays from each action to its effect."""
+def console_journey(console: ConsoleAt, browser_page: BrowserPage, timeout: float = 90,
+                    load_seconds: int = 240) -> dict[str, float]:
+    """Load (for `load_seconds`: longer than the journey), scale catalog 2→3 and back, cache off
+    and on, each seen on the page within `timeout` seconds; a screenshot of each state; the delays
+    from each action to its effect."""
     page = browser_page.page
     delays: dict[str, float] = {}
     page.goto(f"{console.gateway_url}/console/")
@@ -67,7 +70,7 @@ def console_journey(console: ConsoleAt, browser_page: BrowserPage, timeout: floa
     assert console.token not in page.url
 
     page.fill("#load-rate", str(LOAD_RATE))
-    page.fill("#load-duration", "240")
+    page.fill("#load-duration", str(load_seconds))
     page.fill("#load-mix", "product=70,browse=30")
     act(page, "#load-start")
     two = catalog_replicas(console)
