@@ -61,7 +61,7 @@ def wait_for(check, timeout: float, what: str) -> float:
 def act(console: ConsoleAt, method: str, path: str, body: dict | None = None) -> dict:
     response = requests.request(method, console.api(f"actions/{path}"), json=body, headers=console.headers(),
                                 timeout=30)
-    assert response.status_code in (200, 202), response.text
+    assert response.status_code in (200, 201, 202), response.text
     return response.json()
 
 
