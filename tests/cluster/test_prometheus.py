@@ -103,13 +103,17 @@ def test_a_scaled_up_catalog_pod_becomes_a_target(cluster: Cluster, prometheus: 
     deployment = cluster.deployment_name("catalog")
     restore_replicas(deployment)
     before = cluster.serving_pod_names(deployment)
+    # Every pod there is now, a terminating one of an earlier test too (in its drain it is still
+    # Running and a target): the new pod is none of them.
+    existing = {str(pod.metadata.name) for pod in cluster.pods(deployment)}
     wait_for(lambda: before <= set(up_by_replica(prometheus)), DISCOVERY_TIMEOUT, lambda: "catalog pods not up")
     scaled = time.monotonic()
     kubectl("scale", f"deployment/{deployment}", f"--replicas={cluster.replicas(deployment) + 1}")
 
     def new_pod() -> dict | None:
         for pod in cluster.pods(deployment):
-            if pod.metadata.name not in before and pod.status.pod_ip and pod.status.phase == "Running":
+            if pod.metadata.name not in existing and pod.metadata.deletion_timestamp is None \
+                    and pod.status.pod_ip and pod.status.phase == "Running":
                 return {"name": pod.metadata.name, "started": pod.status.start_time}
         return None
 
