@@ -61,11 +61,11 @@ EXTERNAL = ("console.enabled=true", "console.prometheusUrl=http://prometheus.mon
 
 # The contract with services/console (services/console/app.py, kube_controller.py).
 ROLE_RULES = [
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "patch"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "patch"]},
     {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["get", "patch"]},
     {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get"]},
     {"apiGroups": ["apps"], "resources": ["statefulsets/scale"], "verbs": ["get", "patch"]},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["list", "create", "delete"]},
 ]
 ENV = {"CONSOLE_PLATFORM", "PORT", "CONSOLE_BIND", "CONSOLE_TOKEN", "PROMETHEUS_URL", "NAMESPACE",
