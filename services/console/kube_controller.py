@@ -26,7 +26,10 @@ from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-SERVICES = ("user", "catalog", "worker")
+from loadgen.platform import pod_ready
+
+from .actions import SCALABLE as SERVICES
+
 LOAD_ANNOTATION = "scaleshop.io/console-load"  # the run's rate, mix and duration, as JSON
 LOAD_DEADLINE_MARGIN_S = 120  # a load Job may run this long past its duration (start, summary) before it is ended
 LOAD_OUT = "/tmp/console-load"  # the run's result.json, in the pod's /tmp (the console keeps no report)
@@ -85,7 +88,7 @@ class KubernetesController:
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             service = (pod.metadata.labels or {}).get("app.kubernetes.io/component")
             if service in out:
-                out[service].append({"name": pod.metadata.name, "state": _pod_state(pod), "ready": _pod_ready(pod)})
+                out[service].append({"name": pod.metadata.name, "state": _pod_state(pod), "ready": pod_ready(pod)})
         return out
 
     def servers(self) -> dict[str, str]:
@@ -203,10 +206,6 @@ def _pod_state(pod: Any) -> str:
     if pod.metadata.deletion_timestamp is not None:
         return "terminating"
     return str(pod.status.phase or "Pending").lower()
-
-
-def _pod_ready(pod: Any) -> bool:
-    return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
 def _job_finished(job: Any) -> bool:

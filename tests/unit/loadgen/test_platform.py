@@ -23,8 +23,11 @@ class FakeApps:
 def kube_platform(waits: list) -> platform.KubePlatform:
     kube = object.__new__(platform.KubePlatform)  # without a cluster's configuration
     kube.namespace, kube.prefix, kube.log, kube.apps = "shop", "rel-", lambda msg: None, FakeApps()
+    kube.ready_timeout = 5.0
     kube._wait_ready = lambda service, count: waits.append(("ready", service, count))
-    kube._wait_served = lambda service, count: waits.append(("served", service, count))
+    pods = {f"rel-catalog-{i}" for i in range(3)}
+    kube._ready_pods = lambda service: pods
+    kube._served_by = lambda service, samples: waits.append(("served", service, len(pods))) or pods
     return kube
 
 
