@@ -10,21 +10,25 @@ its own ServiceAccount (services/console/kube_controller.py).
    it; a kill deletes the pod and its Deployment makes another; memcached paused and Kafka
    stopped for a few seconds are scaled to zero and back, and serve again.
 
-Put back after the module, pass or fail: no load Job, the cache on, catalog at 2 replicas.
+It seeds the products its load runs read first (as the local test does). Put back after the
+module, pass or fail: no load Job, the cache on, catalog at 2 replicas.
 """
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
+from stack.layout import REPO
 from tests.cluster.conftest import GATEWAY_URL, NAMESPACE, RELEASE, Cluster, kubectl
 from tests.functional.browser import BrowserPage
 from tests.functional.console_api import ConsoleAt
-from tests.functional.test_console_browser import console_journey
+from tests.functional.test_console_browser import SEED, console_journey
 
 LOAD_COMPONENT = "console-load"
 TIMEOUT = 240  # seconds for an effect in the cluster: a rollout, a new pod served, Prometheus' rate window
@@ -33,6 +37,9 @@ TIMEOUT = 240  # seconds for an effect in the cluster: a rollout, a new pod serv
 @pytest.fixture(scope="module")
 def console(cluster: Cluster) -> Iterator[ConsoleAt]:
     kubectl("rollout", "status", f"deployment/{RELEASE}-console", "--timeout=120s")
+    # The load runs' journeys read seeded products (seeding is idempotent: an earlier test's are kept).
+    subprocess.run([sys.executable, "-m", "loadgen", "seed", "--target", GATEWAY_URL, *SEED],
+                   check=True, cwd=REPO, capture_output=True, timeout=300)
     secret = cluster.core.read_namespaced_secret(f"{RELEASE}-console-token", NAMESPACE)
     found = ConsoleAt(GATEWAY_URL, base64.b64decode(secret.data["CONSOLE_TOKEN"]).decode())
     try:
