@@ -456,7 +456,16 @@ def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], ans
                            "is missed before throughput saturates, not at a knee.")
     else:
         capacity = 0.0
-        if bad is not None and bad["kept_up"]:  # no lower rate passed, and this one was served in full
+        once = sorted({s["rate"] for s in steps if s["verdict"] == "PASS"})
+        if once:  # rates passed, but none passed again: run-to-run noise exceeded the SLO's margin
+            limit = "unsteady"
+            rechecks = [s for s in steps if s["role"] == "re-check"]
+            verdict = (f"No capacity: no rate met the SLO twice. {', '.join(f'{r:g}/s' for r in once)} met it "
+                       f"({slo_text}) once and failed when run again ("
+                       + "; ".join(f"{s['rate']:g}/s: {', '.join(s['failures'])}" for s in rechecks)
+                       + "): from run to run the target's latency at these rates varies by more than the SLO's "
+                       "margin. Run again, or lengthen the steps (--step-duration).")
+        elif bad is not None and bad["kept_up"]:  # no lower rate passed, and this one was served in full
             limit = "floor"
             misses = slow_requests(bad["run"], base.slo)
             named = "; ".join(
@@ -660,7 +669,8 @@ def scale_summary(points: list[dict]) -> dict:
     speedup = top["capacity_rps"] / base["capacity_rps"] if base["capacity_rps"] else None
     if not speedup:
         return {"speedup": None, "baseline": check,
-                "verdict": "The smallest replica count served nothing within the SLO; no speed-up can be computed."}
+                "verdict": f"No speed-up can be computed: the {base['replicas']}-replica point has no capacity at the "
+                           f"SLO. {base['capacity']['verdict']}"}
     n = top["replicas"] / base["replicas"]
 
     def cpu_text(p: dict) -> str:

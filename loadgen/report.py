@@ -276,6 +276,10 @@ def capacity_caption(result: dict) -> str:
     if answer:
         return (f"Every step met the SLO up to {answer['throughput_rps']:.1f} req/s; the search stopped at its "
                 "bound before finding a limit." + note)
+    if limit == "unsteady":
+        once = sorted({s["rate"] for s in result["steps"] if s.get("verdict") == "PASS"})
+        return (f"Rates up to {once[-1]:g}/s met the SLO once, but none met it again when re-checked: no "
+                "capacity in this run." + note)
     if limit == "floor" and fail:
         return (f"No step met the SLO, though at {fail['rate']:g}/s the server served {fail['throughput_rps']:.1f} "
                 f"req/s (p99 {_ms(fail['latency_ms'].get('p99'))}): a latency floor, not a capacity." + note)
@@ -419,6 +423,10 @@ def scale_caption(points: list[dict]) -> str:
     """The scale plot's caption, from its points: throughput, efficiency, the CPU available and used,
     and what the smallest point's check found."""
     base, top = points[0], points[-1]
+    if not base["capacity_rps"]:
+        return (f"The {base['replicas']}-replica point has no throughput within the SLO (its search's verdict is "
+                f"above), so this run shows no scaling; {top['replicas']} replicas served "
+                f"{top['capacity_rps']:.1f} req/s at the SLO.")
     text = (f"Throughput at the SLO goes from {base['capacity_rps']:.1f} req/s with {base['replicas']} replica(s) "
             f"to {top['capacity_rps']:.1f} with {top['replicas']}; the dashed line is perfect linear scaling and the "
             f"labels the efficiency (rps_n/rps_1)/n ({100 * (top.get('efficiency') or 0):.0f}% at {top['replicas']}).")

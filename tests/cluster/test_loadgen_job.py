@@ -8,7 +8,7 @@ one measured point per replica count, each with a throughput found at the SLO, a
 back at its replica count afterwards. The release's normal settings come back at the end, pass
 or fail (loadgen.enabled=false: the services roll back to the chart's rate limits).
 
-This file runs last in `make test-cluster`: the scale experiment changes catalog's replicas.
+The scale experiment changes catalog's replicas and puts them back before it ends.
 """
 from __future__ import annotations
 
@@ -69,7 +69,11 @@ def test_the_loadgen_job_seeds_then_measures_catalog_scaling_and_its_report_come
     assert result["kind"] == "scale" and result["platform"] == "k8s" and result["service"] == "catalog"
     points = {point["replicas"]: point for point in result["points"]}
     assert sorted(points) == [1, 2]
-    assert all(point["capacity_rps"] > 0 for point in points.values()), result["points"]
+    assert all(point["capacity_rps"] > 0 for point in points.values()), "\n".join(
+        f"{n} replica(s): {p['capacity']['verdict']} Steps: " + "; ".join(
+            f"{s['rate']:g}/s {s['role']} -> {s['throughput_rps']:.1f}/s p99 {s['latency_ms'].get('p99')} ms "
+            f"n={s['samples']} errors {100 * s['error_rate']:.1f}% {s['verdict']}" for s in p["capacity"]["steps"])
+        for n, p in sorted(points.items()))
     assert [limit.split()[0] for limit in points[2]["cpu_limits"]] == [cpu_limit, cpu_limit]
     assert (folder / "report.html").is_file() and any(folder.glob("*.png")), sorted(p.name for p in folder.iterdir())
     assert cluster.replicas(catalog) == replicas_before

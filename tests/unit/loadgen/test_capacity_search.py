@@ -224,6 +224,19 @@ def test_a_latency_floor_names_the_requests_that_miss_instead_of_a_capacity():
     assert "knee" not in result["verdict"]
 
 
+def test_rates_that_pass_once_but_never_on_their_re_check_are_called_unsteady_not_a_floor():
+    def passes_first_time_only(cfg: RunConfig, nth: int) -> dict:
+        return fake_run(cfg, 20.0) if nth == 1 and cfg.rate <= 390.0 else fake_run(cfg, 400.0)
+    result = search(ModelServer(passes_first_time_only), start_rate=300.0)
+    from loadgen.report import capacity_caption
+    assert result["capacity_rps"] == 0.0 and result["answer"] is None
+    assert result["limit"] == "unsteady"
+    assert "no rate met the SLO twice" in result["verdict"] and "floor" not in result["verdict"]
+    assert "300/s" in result["verdict"] and "390/s" in result["verdict"]  # the rates that passed once
+    caption = capacity_caption(result)
+    assert "met the SLO once" in caption and "floor" not in caption and "beyond" not in caption
+
+
 def test_the_report_caption_calls_a_knee_only_what_the_numbers_show():
     from loadgen.report import capacity_caption
     knee = search(ModelServer(knee_at(450.0)), start_rate=300.0)

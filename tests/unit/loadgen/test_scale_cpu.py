@@ -230,3 +230,14 @@ def test_a_baseline_whose_search_settled_below_its_limit_says_so_instead_of_blam
     assert check["text"].startswith("1 replica(s) used 0.17 of 0.25 CPU available (68%) at the answer")
     assert "not super-linear scaling: the 1-replica point was held back by its search" in summary["verdict"]
     assert "latency, not CPU" not in summary["verdict"]
+
+
+def test_a_one_replica_point_without_capacity_gives_no_speed_up_and_says_why():
+    points = [point(1, 0.0, None), point(2, 300.0, None)]
+    points[0]["capacity"]["verdict"] = "No capacity: no rate met the SLO twice. 100/s met it once."
+    summary = scale_summary(points)
+    assert summary["speedup"] is None
+    assert summary["verdict"].startswith("No speed-up can be computed: the 1-replica point has no capacity")
+    assert "no rate met the SLO twice" in summary["verdict"]
+    caption = scale_caption(points)
+    assert "no throughput within the SLO" in caption and "efficiency" not in caption
