@@ -476,6 +476,14 @@ def _capacity_result(base: RunConfig, workload: Workload, steps: list[dict], ans
                        f"judged, {bad['rate']:g}/s, where served followed offered ({bad['throughput_rps']:.1f}/s, "
                        f"{judged_key} {fmt_ms(bad['latency_ms'].get(judged_key))}); the requests that miss it: "
                        f"{named}.")
+        elif bad is not None and (short := [s for s in steps
+                                             if s["verdict"] == "UNSUPPORTED" and s["rate"] < bad["rate"]]):
+            limit = "unsupported"  # the capacity lies below `bad`, where no step could be judged
+            rates = ", ".join(f"{s['rate']:g}/s" for s in short)
+            verdict = (f"No verdict: {bad['rate']:g}/s missed the SLO ({'; '.join(bad['failures'])}), and the lower "
+                       f"rates {rates} held at most {max(s['samples'] for s in short)} of the {needed} requests "
+                       f"needed to judge {slo_text} in --max-step-duration {max_step_duration:g} s; raise "
+                       "--max-step-duration.")
         elif bad is not None:
             limit = "overload"
             verdict = (f"No capacity: even {bad['rate']:g}/s was not met ({'; '.join(bad['failures'])}); lower "

@@ -283,6 +283,9 @@ def capacity_caption(result: dict) -> str:
     if limit == "floor" and fail:
         return (f"No step met the SLO, though at {fail['rate']:g}/s the server served {fail['throughput_rps']:.1f} "
                 f"req/s (p99 {_ms(fail['latency_ms'].get('p99'))}): a latency floor, not a capacity." + note)
+    if limit == "unsupported" and fail:
+        return (f"No step below {fail['rate']:g}/s, where the SLO was missed, held enough requests to judge its "
+                "percentile: no verdict." + note)
     if limit == "unsupported":
         return "No step held enough requests to judge its percentile: no verdict." + note
     return "No step met the SLO: the lowest rate tried was already beyond what the target served." + note

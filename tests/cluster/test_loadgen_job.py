@@ -27,7 +27,7 @@ from tests.cluster.test_release_faults import CHART, helm, report
 REPO = Path(__file__).resolve().parents[2]
 JOB_TIMEOUT = 900  # one `make kube-load`: the services' rollout, then the Job
 SCALE_ARGS = ("experiment scale --service catalog --replicas 1,2 --platform k8s "
-              "--deployment-prefix $(DEPLOYMENT_PREFIX) --step-duration 4s --max-step-duration 10s --max-steps 10 "
+              "--deployment-prefix $(DEPLOYMENT_PREFIX) --step-duration 4s --max-steps 10 "
               "--refine 1 --out /results/$(LOADGEN_RUN)")
 
 

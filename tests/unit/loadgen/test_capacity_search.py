@@ -102,6 +102,19 @@ def test_unsupported_steps_are_marked_in_the_result_and_never_give_the_answer():
     assert "No verdict" in result["verdict"] and "2000 requests" in result["verdict"]
 
 
+def test_a_failure_above_rates_too_short_to_judge_is_no_verdict_not_an_overload():
+    # the cluster's 1-replica point: steps below the knee held < 2,000 requests in --max-step-duration 10 s
+    from loadgen.report import capacity_caption
+    result = search(ModelServer(knee_at(230.0)), start_rate=117.3, max_step_duration=10.0)
+    assert [s["verdict"] for s in result["steps"]] == ["UNSUPPORTED"] * 3 + ["FAIL"] * 2
+    assert result["capacity_rps"] == 0.0 and result["limit"] == "unsupported"
+    assert "No verdict" in result["verdict"] and "overloaded" not in result["verdict"]
+    assert "117.3/s, 152.49/s, 198.24/s held at most 1982 of the 2000 requests" in result["verdict"]
+    assert "257.71/s" in result["verdict"] and "raise --max-step-duration" in result["verdict"]
+    caption = capacity_caption(result)
+    assert "below 257.71/s" in caption and "no verdict" in caption
+
+
 def test_the_search_confirms_its_failure_and_rechecks_its_answer():
     server = ModelServer(knee_at(450.0))
     result = search(server, start_rate=300.0)
